@@ -1,0 +1,178 @@
+"""The check API: what a check is, what it receives, and how it says a service misbehaved.
+
+A check is an async function `async def f(ctx: CheckContext) -> None | str` registered on its
+kind with `@check(capability, title=...)`. It proves its capability with an observable effect,
+puts measured values in `ctx.evidence`, registers every cleanup before it creates the thing to
+clean, and raises `CheckFailed("expected ..., saw ...")` when the service misbehaves. Returning
+a string sets the result's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from stackprobe.config import ServiceConfig, Stack
+
+T = TypeVar("T")
+ClientT = TypeVar("ClientT")
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class CheckFailed(Exception):
+    """The service misbehaved: say what was expected and what was seen."""
+
+    def __init__(self, message: str, **evidence: Any) -> None:
+        super().__init__(message)
+        self.evidence = evidence
+
+
+class CheckSkipped(Exception):
+    """The check does not apply to this service; the message is the reason."""
+
+
+CheckFn = Callable[["CheckContext[Any]"], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check: identity, policy, and the function that proves the capability."""
+
+    kind: str
+    capability: str
+    name: str
+    title: str
+    fn: CheckFn
+    timeout: float | None = None
+    severity: Severity = Severity.ERROR
+    exclusive: bool = False
+    disruptive: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}.{self.capability}.{self.name}"
+
+
+@dataclass
+class CheckContext(Generic[ClientT]):
+    """Everything a check may use. One context per check execution."""
+
+    client: ClientT
+    service_name: str
+    service: ServiceConfig
+    stack: Stack
+    ns: str
+    run_id: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    _cleanups: list[tuple[str, Callable[[], Awaitable[Any] | Any]]] = field(default_factory=list)
+
+    def cleanup(self, fn: Callable[[], Awaitable[Any] | Any], what: str = "") -> None:
+        """Register `fn` to run after the check, whatever its outcome (last registered runs first)."""
+        self._cleanups.append((what or getattr(fn, "__name__", "cleanup"), fn))
+
+    def name(self, suffix: str) -> str:
+        """A run-unique name for something this check creates."""
+        return f"{self.ns}{suffix}"
+
+    async def eventually(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        timeout: float,
+        interval: float = 0.1,
+        what: str = "condition",
+    ) -> T:
+        """Call `fn` until it returns without raising CheckFailed; then its value.
+
+        On timeout, raise CheckFailed with the last thing `fn` reported seeing, so the message
+        says what was observed ("found 2 of 3 spans after 15 s"), not just that time ran out.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        last: CheckFailed | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await fn()
+            except CheckFailed as exc:
+                last = exc
+            now = time.monotonic()
+            if now >= deadline:
+                seen = f": {last}" if last else ""
+                raise CheckFailed(
+                    f"{what} not reached after {now - started:.1f} s ({attempts} attempts){seen}"
+                )
+            await asyncio.sleep(min(interval, max(0.0, deadline - now)))
+
+    async def run_cleanups(self, timeout: float) -> list[str]:
+        """Run every cleanup; return one line per cleanup that failed."""
+        problems = []
+        while self._cleanups:
+            what, fn = self._cleanups.pop()
+            try:
+                async with asyncio.timeout(timeout):
+                    result = fn()
+                    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                        await result
+            except TimeoutError:
+                problems.append(f"cleanup {what} timed out after {timeout:g} s")
+            except Exception as exc:  # noqa: BLE001 - a failed cleanup is reported, never raised
+                problems.append(f"cleanup {what} failed: {type(exc).__name__}: {exc}")
+        return problems
+
+
+def check_for(
+    kind: str, capabilities: tuple[str, ...], registry: list[CheckSpec]
+) -> Callable[..., Callable[[CheckFn], CheckFn]]:
+    """Make the `@check(capability, ...)` decorator of one kind, writing into `registry`."""
+
+    def check(
+        capability: str,
+        *,
+        title: str,
+        timeout: float | None = None,
+        severity: Severity | str = Severity.ERROR,
+        exclusive: bool = False,
+        disruptive: bool = False,
+        name: str | None = None,
+    ) -> Callable[[CheckFn], CheckFn]:
+        if capability not in capabilities:
+            raise ValueError(f"{kind} has no capability {capability!r} ({', '.join(capabilities)})")
+
+        def register(fn: CheckFn) -> CheckFn:
+            spec = CheckSpec(
+                kind=kind,
+                capability=capability,
+                name=name or fn.__name__.removeprefix("check_"),
+                title=title,
+                fn=fn,
+                timeout=timeout,
+                severity=Severity(severity),
+                exclusive=exclusive,
+                disruptive=disruptive,
+            )
+            if any(existing.id == spec.id for existing in registry):
+                raise ValueError(f"duplicate check id {spec.id}")
+            registry.append(spec)
+            return fn
+
+        return register
+
+    return check

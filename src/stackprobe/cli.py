@@ -1,0 +1,386 @@
+"""The `stackprobe` command: each verb is a thin function over the library.
+
+Exit codes (every verb): 0 all passed (skips and warnings allowed); 1 a check failed or
+errored, or the sandbox could not start; 2 usage or config error, or a binary is missing;
+130 after Ctrl-C once cleanups ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stackprobe import __version__
+from stackprobe.catalog import known_kinds
+from stackprobe.config import Stack, find_stack_file, load_stack
+from stackprobe.errors import ConfigError, StackprobeError
+from stackprobe.explain import explain
+from stackprobe.kinds import Target
+from stackprobe.progress import LiveProgress
+from stackprobe.redact import Redactor
+from stackprobe.report import RENDERERS
+from stackprobe.results import RunResult
+from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Runner, Selection, make_plan
+from stackprobe.sandbox.manager import Sandbox, state_dir
+
+EXIT_CODES = """Exit codes: 0 all passed (skips and warnings allowed); 1 a check failed or errored;
+2 usage or config error; 130 interrupted (after cleanups ran)."""
+
+app = typer.Typer(
+    name="stackprobe",
+    help="Contract checks, coverage and health for the infrastructure under your application.\n\n"
+    + EXIT_CODES,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+config_app = typer.Typer(help="Inspect the stack file.", no_args_is_help=True)
+sandbox_app = typer.Typer(
+    help="Real services on this machine for the demo and the tests.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+app.add_typer(sandbox_app, name="sandbox")
+
+_debug = False
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"stackprobe {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-c", "--config", help="Stack file (else $STACKPROBE_CONFIG, else ./stackprobe.yaml)."
+    ),
+]
+SandboxOpt = Annotated[
+    bool, typer.Option("--sandbox", help="Use the running sandbox's stack file.")
+]
+
+
+def _stack(config: str | None, sandbox: bool) -> Stack:
+    if sandbox and config:
+        raise ConfigError("--sandbox and -c/--config cannot be combined: pick one stack")
+    path = Sandbox().require_running() if sandbox else find_stack_file(config)
+    stack = load_stack(path)
+    for warning in stack.warnings:
+        err_console().print(f"warning: {warning}", markup=False)
+    return stack
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    junit = "junit"
+
+
+def _write(document: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(document)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_text(document, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{output}: cannot write: {exc.strerror or exc}") from None
+
+
+def _color(output: Path | None) -> bool:
+    return output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    sandbox: SandboxOpt = False,
+    service: Annotated[
+        list[str] | None, typer.Option("--service", help="Only this service (repeatable).")
+    ] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="Only services of this kind (repeatable).")
+    ] = None,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", help="Only this capability (repeatable).")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.text,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            help="Per-check timeout in seconds (default: the check's own, else 10).",
+        ),
+    ] = None,
+    deadline: Annotated[
+        float, typer.Option("--deadline", min=1, help="Whole-run deadline in seconds.")
+    ] = DEFAULT_DEADLINE,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Checks running at once.")
+    ] = DEFAULT_CONCURRENCY,
+    allow_disruption: Annotated[
+        bool,
+        typer.Option(
+            "--allow-disruption",
+            help="Also run disruptive checks (sandbox, or services marked disruption: allowed).",
+        ),
+    ] = False,
+) -> int:
+    """Run the checks of the stack and report. Exit 0 all passed, 1 a check failed or errored, 2 bad config or arguments, 130 interrupted."""
+    stack = _stack(config, sandbox)
+    selection = Selection(
+        services=tuple(service or ()),
+        kinds=tuple(kind or ()),
+        capabilities=tuple(capability or ()),
+        allow_disruption=allow_disruption,
+        sandbox=sandbox,
+    )
+    plan = make_plan(stack, selection)
+    stack.require_secrets(list(plan.services))
+    if not plan.items and not plan.skipped:
+        raise ConfigError("nothing to run: the selection matches no check")
+    with LiveProgress(enabled=sys.stderr.isatty()) as progress:
+        runner = Runner(
+            plan, timeout=timeout, deadline=deadline, concurrency=concurrency, progress=progress
+        )
+        result = asyncio.run(runner.run())
+    saved = save_result(result)
+    document = RENDERERS[fmt.value](result, _color(output))
+    _write(Redactor(stack.secrets()).text(document), output)
+    if output is not None or fmt is not Format.text:
+        err_console().print(
+            f"{result.summary.passed} passed, {result.summary.failed} failed, {result.summary.error} error, "
+            f"{result.summary.skipped} skipped; coverage {result.coverage.percent:g}%; result saved to {saved}",
+            markup=False,
+        )
+    return result.exit_code
+
+
+def save_result(result: RunResult) -> Path:
+    """Every run is saved under <state dir>/runs/<run_id>.json."""
+    path = state_dir() / "runs" / f"{result.run_id}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(result.to_json(), encoding="utf-8")
+    except OSError as exc:
+        err_console().print(
+            f"warning: could not save the run result to {path}: {exc.strerror}", markup=False
+        )
+    return path
+
+
+class ListFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command("list")
+def list_checks(
+    fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.text,
+) -> int:
+    """List kinds, their capabilities and every check. Exit 0."""
+    kinds = known_kinds()
+    if fmt is ListFormat.json:
+        doc = {
+            "kinds": {
+                k.name: {
+                    "description": k.description,
+                    "capabilities": list(k.capabilities),
+                    "checks": [
+                        {
+                            "id": c.id,
+                            "capability": c.capability,
+                            "title": c.title,
+                            "severity": c.severity.value,
+                            "disruptive": c.disruptive,
+                            "exclusive": c.exclusive,
+                            "timeout_s": c.timeout,
+                        }
+                        for c in k.checks
+                    ],
+                }
+                for k in kinds.values()
+            }
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return 0
+    console = Console(highlight=False)
+    for k in kinds.values():
+        table = Table(title=f"{k.name}: {k.description}", title_justify="left", title_style="bold")
+        table.add_column("capability")
+        table.add_column("check")
+        table.add_column("what it proves")
+        for cap in k.capabilities:
+            checks = [c for c in k.checks if c.capability == cap]
+            for i, c in enumerate(checks):
+                flags = "".join(
+                    f" [{f}]"
+                    for f, on in (
+                        ("warning", c.severity.value == "warning"),
+                        ("disruptive", c.disruptive),
+                    )
+                    if on
+                )
+                table.add_row(cap if i == 0 else "", c.id, c.title + flags)
+        console.print(table)
+    return 0
+
+
+@config_app.command("check")
+def config_check(config: ConfigOpt = None, sandbox: SandboxOpt = False) -> int:
+    """Validate the stack file; print every problem as `<file>: <field>: <problem>`. Exit 0 valid, 2 invalid."""
+    stack = _stack(config, sandbox)
+    kinds = ", ".join(f"{n} ({s.kind})" for n, s in stack.services.items()) or "no services"
+    print(f"{stack.path}: ok: stack {stack.name!r} with {kinds}")
+    return 0
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ConfigError(f"--older-than: {text!r} is not a duration like 90s, 30m, 1h or 2d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+    return timedelta(**{unit: float(match[1])})
+
+
+@app.command()
+def clean(
+    config: ConfigOpt = None,
+    sandbox: SandboxOpt = False,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Only leftovers of runs older than this (90s, 30m, 1h, 2d)."
+        ),
+    ] = "1h",
+) -> int:
+    """Remove what killed runs left behind: names with the stackprobe run prefix older than --older-than. Exit 0 done, 1 a service could not be cleaned, 2 bad config."""
+    stack = _stack(config, sandbox)
+    stack.require_secrets(list(stack.services))
+    cutoff = datetime.now(UTC) - parse_duration(older_than)
+    problems = asyncio.run(_clean(stack, cutoff))
+    return 1 if problems else 0
+
+
+async def _clean(stack: Stack, cutoff: datetime) -> int:
+    redactor = Redactor(stack.secrets())
+    problems = 0
+    for name, svc in stack.services.items():
+        kind = known_kinds()[svc.kind]
+        if kind.sweep is None:
+            continue
+        try:
+            async with asyncio.timeout(60):
+                async with kind.connect(Target(name, svc, stack)) as client:
+                    removed = await kind.sweep(client, Target(name, svc, stack), cutoff)
+        except Exception as exc:  # noqa: BLE001 - reported per service, the others still run
+            problems += 1
+            print(redactor.text(f"{name}: could not clean: {explain(exc)}"), file=sys.stderr)
+            continue
+        print(f"{name}: removed {len(removed)} leftover(s)")
+        for item in removed:
+            print(f"  {item}")
+    return problems
+
+
+@sandbox_app.command("up")
+def sandbox_up() -> int:
+    """Start the sandbox's services (only those not running) and write its stack file. Exit 0 ready, 1 a service did not start, 2 a binary is missing."""
+    console = err_console()
+    stack_file = Sandbox().up(on_event=lambda line: console.print(f"sandbox: {line}", markup=False))
+    print(f"sandbox ready; stack file {stack_file}; next: stackprobe run --sandbox")
+    return 0
+
+
+@sandbox_app.command("status")
+def sandbox_status() -> int:
+    """Show each sandbox service: pid, ports, ready. Exit 0 all running, 1 otherwise."""
+    statuses = Sandbox().status()
+    table = Table(title=f"sandbox in {Sandbox().root}", title_justify="left")
+    for col in ("service", "state", "pid", "ports", "log"):
+        table.add_column(col)
+    for s in statuses:
+        state = "ready" if s.ready else ("running, not ready" if s.running else "stopped")
+        ports = ", ".join(f"{k}={v}" for k, v in s.ports.items())
+        table.add_row(s.component, state, str(s.pid or "-"), ports or "-", str(s.log))
+    Console(highlight=False).print(table)
+    return 0 if all(s.ready for s in statuses) else 1
+
+
+@sandbox_app.command("down")
+def sandbox_down() -> int:
+    """Stop exactly the processes the sandbox started. Exit 0."""
+    console = err_console()
+    stopped = Sandbox().down(on_event=lambda line: console.print(f"sandbox: {line}", markup=False))
+    print(f"sandbox stopped ({len(stopped)} process(es))")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turns every error into one line and the documented exit code."""
+    code = _invoke(argv)
+    sys.exit(code)
+
+
+def _invoke(argv: list[str] | None) -> int:
+    try:
+        rv: Any = app(args=argv, standalone_mode=False, prog_name="stackprobe")
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("stackprobe: interrupted", file=sys.stderr)
+        return 130
+    except ConfigError as exc:
+        if _debug:
+            raise
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
+    except StackprobeError as exc:
+        if _debug:
+            raise
+        print(f"stackprobe: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return int(rv) if isinstance(rv, int) else 0

@@ -1,0 +1,371 @@
+"""The stack file: load it safely, interpolate `${VAR}`, validate it whole, name every problem.
+
+Every problem reads `<file>: <field path>: <what is wrong>` so a person can fix all of them
+in one pass (`stackprobe config check` prints them all and exits 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stackprobe.errors import ConfigError
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_ALIASES = 100
+SECRET_FIELDS = ("password", "token")
+SECRET_FILE_FIELDS = {"password_file": "password", "token_file": "token"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_VAR = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class ServiceConfig(BaseModel):
+    """One service of the stack, as written in the stack file (after interpolation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    url: str | None = None
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    token: str | None = None
+    token_file: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    disruption: Literal["allowed", "forbidden"] = "forbidden"
+    links: dict[str, str] = Field(default_factory=dict)
+    expectations: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StackConfig(BaseModel):
+    """The whole stack file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    stack: str = "stack"
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @field_validator("services")
+    @classmethod
+    def _names(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        for name in services:
+            if not _NAME.match(name):
+                raise ValueError(f"service name {name!r} must match [a-z0-9][a-z0-9-]*")
+        return services
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A validated stack file with its secrets resolved and its links settled."""
+
+    path: Path
+    config: StackConfig
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    missing_secrets: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.stack
+
+    @property
+    def services(self) -> dict[str, ServiceConfig]:
+        return self.config.services
+
+    def service(self, name: str) -> ServiceConfig:
+        return self.config.services[name]
+
+    def link(self, service: str, role: str) -> str | None:
+        """The service that plays `role` for `service`, or None when the stack has none."""
+        return self.links.get(service, {}).get(role)
+
+    def secrets(self) -> list[str]:
+        """Every secret value of the stack, for redaction."""
+        values: list[str] = []
+        for svc in self.config.services.values():
+            values += [v for v in (svc.password, svc.token) if v]
+            for url in [svc.url, *svc.endpoints.values()]:
+                if url and (match := re.search(r"://[^/\s:@]*:([^@\s/]+)@", url)):
+                    values.append(match.group(1))
+        return values
+
+    def require_secrets(self, services: list[str]) -> None:
+        """Fail for a command that needs secrets that came from unset variables."""
+        problems = [
+            f"{self.path}: {path}: variable ${{{var}}} is not set"
+            for name in services
+            for path, var in (
+                (p.split("=", 1)[0], p.split("=", 1)[1]) for p in self.missing_secrets.get(name, [])
+            )
+        ]
+        if problems:
+            raise ConfigError(problems[0], problems)
+
+
+def find_stack_file(explicit: str | None) -> Path:
+    """-c/--config, then $STACKPROBE_CONFIG, then ./stackprobe.yaml."""
+    for candidate in (explicit, os.environ.get("STACKPROBE_CONFIG")):
+        if candidate:
+            path = Path(candidate)
+            if not path.is_file():
+                raise ConfigError(f"{path}: stack file not found")
+            return path
+    default = Path("stackprobe.yaml")
+    if default.is_file():
+        return default
+    raise ConfigError(
+        "no stack file: pass -c FILE, set STACKPROBE_CONFIG, create ./stackprobe.yaml, "
+        "or use --sandbox after `stackprobe sandbox up`"
+    )
+
+
+def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
+    """Load, interpolate and validate a stack file; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    raw = load_yaml(path)
+    problems: list[str] = []
+    missing: dict[str, list[str]] = {}
+    warnings: list[str] = []
+    data = _interpolate(raw, (), env, problems, missing, path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: (top level): expected a mapping with `services:`")
+    try:
+        config = StackConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += [f"{path}: {_loc(err['loc'])}: {_pydantic_msg(err)}" for err in exc.errors()]
+        raise ConfigError(problems[0], problems) from None
+    config = _resolve_secret_files(config, path, problems)
+    links = _check_services(config, path, problems)
+    for items in missing.values():
+        warnings += [
+            f"{path}: {p.split('=', 1)[0]}: variable ${{{p.split('=', 1)[1]}}} is not set "
+            "(needed when the service is checked)"
+            for p in items
+        ]
+    if problems:
+        raise ConfigError(problems[0], problems)
+    return Stack(path=path, config=config, links=links, warnings=warnings, missing_secrets=missing)
+
+
+def load_yaml(path: Path) -> Any:
+    """Safe YAML with a size limit, an alias limit and duplicate keys refused."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{path}: file is {size} bytes, more than the {MAX_FILE_BYTES} allowed"
+            )
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        aliases = sum(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=_Loader))
+        if aliases > MAX_ALIASES:
+            raise ConfigError(
+                f"{path}: {aliases} YAML aliases, more than the {MAX_ALIASES} allowed"
+            )
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(f"{path}: {where}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _interpolate(
+    value: Any,
+    path: tuple[str, ...],
+    env: Mapping[str, str],
+    problems: list[str],
+    missing: dict[str, list[str]],
+    file: Path,
+) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, (*path, str(k)), env, problems, missing, file)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _interpolate(v, (*path, str(i)), env, problems, missing, file)
+            for i, v in enumerate(value)
+        ]
+    if not isinstance(value, str):
+        return value
+    unset: list[str] = []
+
+    def repl(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match["name"], match["default"]
+        current = env.get(name)
+        if default is not None and not current:
+            return default
+        if current is None:
+            unset.append(name)
+            return ""
+        return current
+
+    result = _VAR.sub(repl, value)
+    if not unset:
+        return result
+    dotted = ".".join(path)
+    if len(path) == 3 and path[0] == "services" and path[2] in SECRET_FIELDS:
+        missing.setdefault(path[1], []).extend(f"{dotted}={v}" for v in unset)
+        return None
+    problems += [
+        f"{file}: {dotted}: variable ${{{v}}} is not set and has no default" for v in unset
+    ]
+    return result
+
+
+def _resolve_secret_files(config: StackConfig, file: Path, problems: list[str]) -> StackConfig:
+    services = {}
+    for name, svc in config.services.items():
+        updates: dict[str, Any] = {}
+        for file_field, target in SECRET_FILE_FIELDS.items():
+            rel = getattr(svc, file_field)
+            if rel is None:
+                continue
+            if getattr(svc, target) is not None:
+                problems.append(
+                    f"{file}: services.{name}.{file_field}: set either {target} or {file_field}, not both"
+                )
+                continue
+            secret_path = (file.parent / rel).resolve()
+            try:
+                updates[target] = secret_path.read_text(encoding="utf-8").removesuffix("\n")
+            except OSError as exc:
+                problems.append(
+                    f"{file}: services.{name}.{file_field}: cannot read {secret_path}: "
+                    f"{exc.strerror or exc}"
+                )
+        services[name] = svc.model_copy(update=updates) if updates else svc
+    return config.model_copy(update={"services": services})
+
+
+def _check_services(
+    config: StackConfig, file: Path, problems: list[str]
+) -> dict[str, dict[str, str]]:
+    """Kind-specific validation: known kind, url, endpoint names, options, links, depends_on."""
+    from stackprobe.catalog import known_kinds  # the catalog imports every kind module
+
+    kinds = known_kinds()
+    links: dict[str, dict[str, str]] = {}
+    for name, svc in config.services.items():
+        where = f"{file}: services.{name}"
+        kind = kinds.get(svc.kind)
+        if kind is None:
+            problems.append(
+                f"{where}.kind: unknown kind {svc.kind!r}; known kinds: {', '.join(sorted(kinds))}"
+            )
+            continue
+        problems += [f"{where}.{p}" for p in kind.validate(svc)]
+        for dep in svc.depends_on:
+            if dep not in config.services:
+                problems.append(f"{where}.depends_on: no service named {dep!r} in this stack")
+        links[name] = {}
+        for role, role_kind in kind.links.items():
+            explicit = svc.links.get(role)
+            if explicit is not None:
+                target = config.services.get(explicit)
+                if target is None or target.kind != role_kind:
+                    problems.append(
+                        f"{where}.links.{role}: {explicit!r} is not a {role_kind} service of this stack"
+                    )
+                else:
+                    links[name][role] = explicit
+                continue
+            candidates = [n for n, s in config.services.items() if s.kind == role_kind]
+            if len(candidates) == 1:
+                links[name][role] = candidates[0]
+            elif len(candidates) > 1:
+                problems.append(
+                    f"{where}.links.{role}: several {role_kind} services ({', '.join(candidates)}); "
+                    f"name the one to use"
+                )
+        for role in svc.links:
+            if role not in kind.links:
+                known = ", ".join(kind.links) or "none"
+                problems.append(
+                    f"{where}.links.{role}: unknown role for kind {svc.kind} (known: {known})"
+                )
+    cycle = _find_cycle({n: s.depends_on for n, s in config.services.items()})
+    if cycle:
+        problems.append(f"{file}: services: depends_on forms a cycle: {' -> '.join(cycle)}")
+    return links
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep in graph and not state.get(dep) and (found := visit(dep)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if not state.get(node) and (found := visit(node)):
+            return found
+    return None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _pydantic_msg(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"{err['msg'].lower()}, got {err['input']!r}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{msg} (got {err['input']!r})" if kind.endswith("_type") else msg
+
+
+def iter_problems(exc: ConfigError) -> Iterator[str]:
+    yield from exc.problems

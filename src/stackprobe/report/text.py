@@ -1,0 +1,75 @@
+"""The human report: one table per service with outcome, duration and message, then a summary."""
+
+from __future__ import annotations
+
+import io
+from itertools import groupby
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from stackprobe.check import Outcome, Severity
+from stackprobe.results import CheckResult, RunResult
+
+STYLES = {
+    Outcome.PASSED: "green",
+    Outcome.FAILED: "bold red",
+    Outcome.ERROR: "bold magenta",
+    Outcome.SKIPPED: "yellow",
+}
+WIDTH = 110
+
+
+def outcome_text(r: CheckResult) -> Text:
+    label = r.outcome.value
+    if r.outcome is Outcome.FAILED and r.severity is Severity.WARNING:
+        return Text("warning", style="yellow")
+    return Text(label, style=STYLES[r.outcome])
+
+
+def build(result: RunResult) -> Group:
+    parts: list[Table | Text] = [
+        Text.assemble(
+            ("stackprobe ", "bold"),
+            f"stack {result.stack} · run {result.run_id} · {result.duration_s:.1f} s",
+        )
+    ]
+    for service, rows in groupby(result.results, key=lambda r: r.service):
+        info = result.services.get(service)
+        cov = result.coverage.services.get(service)
+        kind = info.kind if info else "?"
+        version = f" {info.version}" if info and info.version else ""
+        caps = cov.capabilities if cov else {}
+        covered = sum(1 for v in caps.values() if v == "passed")
+        title = f"{service} ({kind}{version}) · coverage {cov.percent if cov else 0:g}% ({covered}/{len(caps)})"
+        table = Table(
+            title=title, title_justify="left", title_style="bold", expand=False, width=WIDTH
+        )
+        table.add_column("check", no_wrap=True)
+        table.add_column("outcome", no_wrap=True)
+        table.add_column("time", justify="right", no_wrap=True)
+        table.add_column("message", overflow="fold")
+        for r in rows:
+            table.add_row(r.check, outcome_text(r), f"{r.duration_s:.2f}s", r.message)
+        parts.append(table)
+    s = result.summary
+    status = "interrupted" if result.interrupted else ("FAILED" if result.exit_code else "OK")
+    parts.append(
+        Text.assemble(
+            (status, "bold red" if result.exit_code else "bold green"),
+            f"  {s.passed} passed, {s.failed} failed, {s.error} error, {s.skipped} skipped"
+            f" · coverage {result.coverage.percent:g}%",
+        )
+    )
+    return Group(*parts)
+
+
+def render_text(result: RunResult, color: bool = False) -> str:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=WIDTH, color_system="standard" if color else None,
+        force_terminal=color, no_color=not color, highlight=False,
+    )  # fmt: skip
+    console.print(build(result))
+    return buffer.getvalue()

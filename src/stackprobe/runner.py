@@ -1,0 +1,359 @@
+"""Run a plan of checks concurrently, each isolated, bounded and cleaned up.
+
+Isolation rules: a check that raises, hangs or times out only produces its own `error`;
+cleanups run after every check, also after a timeout, the run deadline or Ctrl-C; exclusive
+checks run alone on their service; nothing waits longer than the run deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from stackprobe import __version__
+from stackprobe.catalog import known_kinds
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, CheckSpec, Outcome
+from stackprobe.config import Stack
+from stackprobe.coverage import compute as compute_coverage
+from stackprobe.errors import ConfigError
+from stackprobe.explain import explain
+from stackprobe.ids import namespace, new_run_id
+from stackprobe.kinds import Kind, Target
+from stackprobe.redact import Redactor
+from stackprobe.results import CheckResult, RunResult, ServiceInfo, summarize
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_DEADLINE = 300.0
+DEFAULT_CONCURRENCY = 16
+CLEANUP_TIMEOUT = 5.0
+VERSION_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to run: empty tuples mean everything."""
+
+    services: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    allow_disruption: bool = False
+    sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    spec: CheckSpec
+    service: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: Stack
+    items: tuple[PlanItem, ...]
+    services: dict[str, tuple[str, tuple[str, ...]]]  # name -> (kind, capabilities)
+    skipped: tuple[tuple[PlanItem, str], ...] = ()
+
+
+class Progress(Protocol):
+    def started(self, total: int) -> None: ...
+    def check_started(self, item: PlanItem) -> None: ...
+    def check_finished(self, result: CheckResult) -> None: ...
+
+
+class _NoProgress:
+    def started(self, total: int) -> None:
+        pass
+
+    def check_started(self, item: PlanItem) -> None:
+        pass
+
+    def check_finished(self, result: CheckResult) -> None:
+        pass
+
+
+def make_plan(stack: Stack, selection: Selection) -> Plan:
+    """Select services and checks; unknown names in the selection are a ConfigError."""
+    kinds = known_kinds()
+    for name in selection.services:
+        if name not in stack.services:
+            known = ", ".join(stack.services) or "none"
+            raise ConfigError(f"--service: no service {name!r} in {stack.path} (services: {known})")
+    for wanted in selection.kinds:
+        if wanted not in kinds:
+            raise ConfigError(f"--kind: unknown kind {wanted!r}; known kinds: {', '.join(kinds)}")
+    names = [
+        name
+        for name, svc in stack.services.items()
+        if (not selection.services or name in selection.services)
+        and (not selection.kinds or svc.kind in selection.kinds)
+    ]
+    all_caps = {cap for name in names for cap in kinds[stack.service(name).kind].capabilities}
+    for cap in selection.capabilities:
+        if cap not in all_caps:
+            raise ConfigError(
+                f"--capability: {cap!r} is not a capability of the selected services "
+                f"(known: {', '.join(sorted(all_caps)) or 'none'})"
+            )
+    items: list[PlanItem] = []
+    skipped: list[tuple[PlanItem, str]] = []
+    services: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for name in names:
+        svc = stack.service(name)
+        kind = kinds[svc.kind]
+        caps = tuple(
+            c
+            for c in kind.capabilities
+            if not selection.capabilities or c in selection.capabilities
+        )
+        services[name] = (kind.name, caps)
+        for spec in kind.checks:
+            if spec.capability not in caps:
+                continue
+            item = PlanItem(spec, name)
+            if spec.disruptive and not selection.allow_disruption:
+                skipped.append((item, "disruptive: run with --allow-disruption"))
+            elif spec.disruptive and not selection.sandbox and svc.disruption != "allowed":
+                skipped.append((item, f"disruptive: services.{name}.disruption is not 'allowed'"))
+            else:
+                items.append(item)
+    return Plan(stack=stack, items=tuple(items), services=services, skipped=tuple(skipped))
+
+
+class _ServiceLock:
+    """Many ordinary checks at once, or one exclusive check alone, per service."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    async def acquire(self, exclusive: bool) -> None:
+        async with self._cond:
+            if exclusive:
+                await self._cond.wait_for(lambda: not self._exclusive and self._shared == 0)
+                self._exclusive = True
+            else:
+                await self._cond.wait_for(lambda: not self._exclusive)
+                self._shared += 1
+
+    async def release(self, exclusive: bool) -> None:
+        async with self._cond:
+            if exclusive:
+                self._exclusive = False
+            else:
+                self._shared -= 1
+            self._cond.notify_all()
+
+
+@dataclass
+class Runner:
+    """Executes one plan. Create one per run."""
+
+    plan: Plan
+    timeout: float | None = None
+    deadline: float = DEFAULT_DEADLINE
+    concurrency: int = DEFAULT_CONCURRENCY
+    progress: Progress = field(default_factory=_NoProgress)
+    run_id: str = field(default_factory=new_run_id)
+    _stop_reason: str | None = None
+    _results: dict[int, CheckResult] = field(default_factory=dict)
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _connect_errors: dict[str, str] = field(default_factory=dict)
+    _versions: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._redactor = Redactor(self.plan.stack.secrets())
+        self._kinds = known_kinds()
+
+    async def run(self) -> RunResult:
+        """Run every planned check; return the result even after the deadline or Ctrl-C."""
+        started_at = datetime.now(UTC)
+        t0 = time.monotonic()
+        interrupted = False
+        self.progress.started(len(self.plan.items))
+        sem = asyncio.Semaphore(max(1, self.concurrency))
+        locks = {name: _ServiceLock() for name in self.plan.services}
+        async with AsyncExitStack() as exits:
+            await self._connect_all(exits)
+            tasks = [
+                asyncio.create_task(self._run_one(i, item, sem, locks[item.service]))
+                for i, item in enumerate(self.plan.items)
+            ]
+            loop = asyncio.get_running_loop()
+            expire = loop.call_later(self.deadline, self._stop, tasks, "run deadline")
+            try:
+                await asyncio.gather(*tasks)
+            except asyncio.CancelledError:
+                interrupted = True
+                self._stop(tasks, "interrupted")
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                expire.cancel()
+        results = [self._results[i] for i in range(len(self.plan.items))]
+        results += [self._skipped(item, reason) for item, reason in self.plan.skipped]
+        return RunResult(
+            stackprobe=__version__,
+            run_id=self.run_id,
+            stack=self.plan.stack.name,
+            started_at=started_at.isoformat(timespec="seconds"),
+            services={
+                name: ServiceInfo(kind=kind, version=self._versions.get(name))
+                for name, (kind, _) in self.plan.services.items()
+            },
+            duration_s=round(time.monotonic() - t0, 3),
+            summary=summarize(results),
+            results=results,
+            coverage=compute_coverage(self.plan.services, results),
+            interrupted=interrupted,
+        )
+
+    def _stop(self, tasks: Iterable[asyncio.Task[None]], reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        for task in tasks:
+            task.cancel()
+
+    async def _connect_all(self, exits: AsyncExitStack) -> None:
+        """Open one client per planned service; a failure becomes every check's error."""
+        for name, (kind_name, _) in self.plan.services.items():
+            kind = self._kinds[kind_name]
+            target = Target(name, self.plan.stack.service(name), self.plan.stack)
+            try:
+                async with asyncio.timeout(DEFAULT_TIMEOUT):
+                    self._clients[name] = await exits.enter_async_context(kind.connect(target))
+            except Exception as exc:  # noqa: BLE001 - becomes the error result of every check
+                self._connect_errors[name] = self._redactor.text(f"cannot connect: {explain(exc)}")
+                continue
+            self._versions[name] = await self._version(kind, self._clients[name])
+
+    async def _version(self, kind: Kind[Any], client: Any) -> str | None:
+        if kind.version is None:
+            return None
+        try:
+            async with asyncio.timeout(VERSION_TIMEOUT):
+                return await kind.version(client)
+        except Exception:  # noqa: BLE001 - an unknown version is reported as null
+            return None
+
+    async def _run_one(
+        self, index: int, item: PlanItem, sem: asyncio.Semaphore, lock: _ServiceLock
+    ) -> None:
+        spec = item.spec
+        timeout = self.timeout or spec.timeout or DEFAULT_TIMEOUT
+        started = time.monotonic()
+        if item.service in self._connect_errors:
+            self._finish(
+                index, item, Outcome.ERROR, self._connect_errors[item.service], {}, started
+            )
+            return
+        ctx: CheckContext[Any] | None = None
+        outcome, message, evidence = Outcome.ERROR, "", {}
+        acquired = False
+        try:
+            async with sem:
+                await lock.acquire(spec.exclusive)
+                acquired = True
+                self.progress.check_started(item)
+                started = time.monotonic()
+                ctx = CheckContext(
+                    client=self._clients[item.service],
+                    service_name=item.service,
+                    service=self.plan.stack.service(item.service),
+                    stack=self.plan.stack,
+                    ns=namespace(self.run_id),
+                    run_id=self.run_id,
+                )
+                outcome, message = await self._call(spec, ctx, timeout)
+        except asyncio.CancelledError:
+            reason = self._stop_reason or "interrupted"
+            when = "while running" if ctx is not None else "before it started"
+            outcome, message = Outcome.ERROR, f"{reason} reached {when}"
+            if reason == "interrupted":
+                message = f"interrupted {when}"
+        finally:
+            if ctx is not None:
+                evidence = ctx.evidence
+                problems = await ctx.run_cleanups(CLEANUP_TIMEOUT)
+                if problems:
+                    evidence["cleanup_problems"] = problems
+                    if outcome is not Outcome.FAILED:
+                        outcome = Outcome.ERROR
+                    message = "; ".join(filter(None, [message, *problems]))
+            if acquired:
+                await lock.release(spec.exclusive)
+            self._finish(index, item, outcome, message, evidence, started)
+
+    async def _call(
+        self, spec: CheckSpec, ctx: CheckContext[Any], timeout: float
+    ) -> tuple[Outcome, str]:
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                message = await spec.fn(ctx)
+            return Outcome.PASSED, message or ""
+        except CheckFailed as exc:
+            ctx.evidence.update(exc.evidence)
+            return Outcome.FAILED, str(exc)
+        except CheckSkipped as exc:
+            return Outcome.SKIPPED, str(exc)
+        except TimeoutError as exc:
+            if scope.expired():
+                return Outcome.ERROR, f"timed out after {timeout:g} s"
+            return Outcome.ERROR, explain(exc)
+        except Exception as exc:  # noqa: BLE001 - a broken check or service is this check's error
+            return Outcome.ERROR, explain(exc)
+
+    def _finish(
+        self,
+        index: int,
+        item: PlanItem,
+        outcome: Outcome,
+        message: str,
+        evidence: dict[str, Any],
+        started: float,
+    ) -> None:
+        result = self._result(item, outcome, message, evidence, time.monotonic() - started)
+        self._results[index] = result
+        self.progress.check_finished(result)
+
+    def _skipped(self, item: PlanItem, reason: str) -> CheckResult:
+        return self._result(item, Outcome.SKIPPED, reason, {}, 0.0)
+
+    def _result(
+        self, item: PlanItem, outcome: Outcome, message: str, evidence: dict[str, Any], took: float
+    ) -> CheckResult:
+        spec = item.spec
+        return CheckResult(
+            check=spec.id,
+            service=item.service,
+            kind=spec.kind,
+            capability=spec.capability,
+            title=spec.title,
+            outcome=outcome,
+            severity=spec.severity,
+            disruptive=spec.disruptive,
+            duration_s=round(took, 3),
+            message=self._redactor.text(" ".join(message.split())),
+            evidence=self._redactor.data(_jsonable(evidence)),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    """Evidence must survive JSON: bytes become text, unknown objects their repr."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+async def run_plan(plan: Plan, **kwargs: Any) -> RunResult:
+    return await Runner(plan, **kwargs).run()

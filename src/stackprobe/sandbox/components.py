@@ -1,0 +1,143 @@
+"""The real services the sandbox can start, each from an installed binary.
+
+A component knows its binary, how to install it, its command line, how to tell it is ready
+(by polling, never by sleeping a fixed time), and what it adds to the sandbox's stack file.
+Later kinds add their component here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis as sync_redis
+
+from stackprobe.services.celery import celery_client
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one component lives: its directory and its ports."""
+
+    dir: Path
+    ports: dict[str, int]  # every port of every component, by "<component>.<name>"
+
+    def port(self, component: str, name: str = "main") -> int:
+        return self.ports[f"{component}.{name}"]
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    binary: str
+    install: str
+    port_names: tuple[str, ...]
+    command: Callable[[Layout], list[str]]
+    ready: Callable[[Layout], bool]
+    services: Callable[[Layout], dict[str, dict[str, Any]]]
+    requires: tuple[str, ...] = ()
+
+    def find_binary(self) -> str | None:
+        return shutil.which(self.binary) if "/" not in self.binary else self.binary
+
+
+def _redis_url(layout: Layout, db: int = 0) -> str:
+    return f"redis://127.0.0.1:{layout.port('redis')}/{db}"
+
+
+def _redis_command(layout: Layout) -> list[str]:
+    return [
+        "redis-server",
+        "--port", str(layout.port("redis")),
+        "--bind", "127.0.0.1",
+        "--dir", str(layout.dir),
+        "--save", "60 1000",
+        "--appendonly", "yes",
+        "--daemonize", "no",
+        "--logfile", "",
+    ]  # fmt: skip
+
+
+def _redis_ready(layout: Layout) -> bool:
+    client = sync_redis.Redis.from_url(
+        _redis_url(layout), socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    try:
+        return bool(client.ping())
+    except sync_redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+REDIS = Component(
+    name="redis",
+    binary="redis-server",
+    install="scripts/install-services redis  (or: apt-get install redis-server)",
+    port_names=("main",),
+    command=_redis_command,
+    ready=_redis_ready,
+    services=lambda layout: {
+        "cache": {
+            "kind": "redis",
+            "url": _redis_url(layout),
+            "links": {"celery": "worker"},
+        }
+    },
+)
+
+WORKER_NAME = "stackprobe-sandbox@%h"
+
+
+def _worker_command(layout: Layout) -> list[str]:
+    url = _redis_url(layout)
+    return [
+        sys.executable, "-m", "celery",
+        "--broker", url,
+        "--result-backend", url,
+        "worker",
+        "--queues", "celery",
+        "--pool", "threads",
+        "--concurrency", "4",
+        "--hostname", WORKER_NAME,
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel", "INFO",
+    ]  # fmt: skip
+
+
+def _worker_ready(layout: Layout) -> bool:
+    client = celery_client(_redis_url(layout), _redis_url(layout), "celery")
+    try:
+        replies = client.app.control.ping(timeout=0.5) or []
+        return any(name.startswith("stackprobe-sandbox@") for item in replies for name in item)
+    except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+        return False
+    finally:
+        client.app.close()
+
+
+CELERY_WORKER = Component(
+    name="celery-worker",
+    binary=sys.executable,
+    install="pip install 'celery[redis]'",
+    port_names=(),
+    command=_worker_command,
+    ready=_worker_ready,
+    requires=("redis",),
+    services=lambda layout: {
+        "worker": {
+            "kind": "celery",
+            "url": _redis_url(layout),
+            "endpoints": {"backend": _redis_url(layout)},
+            "depends_on": ["cache"],
+            "options": {"queue": "celery"},
+        }
+    },
+)
+
+COMPONENTS: tuple[Component, ...] = (REDIS, CELERY_WORKER)

@@ -1,0 +1,261 @@
+"""Start, inspect and stop the sandbox: real services in a state dir, on ports picked once.
+
+A process is ours when its pid file names it and its start time still matches: `down` never
+signals a process that merely reuses an old pid, and `up` never starts a second copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stackprobe.errors import ConfigError, MissingBinaryError, SandboxError
+from stackprobe.sandbox.components import COMPONENTS, Component, Layout
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+LOG_TAIL_LINES = 8
+# Popen objects of services started by this process: kept so that they are not collected
+# (and warned about) while the service runs on after us.
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("STACKPROBE_STATE_DIR") or ".stackprobe")
+
+
+@dataclass(frozen=True)
+class Status:
+    component: str
+    pid: int | None
+    running: bool
+    ready: bool
+    ports: dict[str, int]
+    log: Path
+
+
+class Sandbox:
+    """The sandbox rooted at `<state dir>/sandbox`."""
+
+    def __init__(
+        self, root: Path | None = None, components: tuple[Component, ...] = COMPONENTS
+    ) -> None:
+        self.root = (root or state_dir() / "sandbox").absolute()
+        self.components = components
+
+    @property
+    def stack_file(self) -> Path:
+        return self.root / "stackprobe.yaml"
+
+    # --- ports -------------------------------------------------------------------------------
+
+    def _ports(self) -> dict[str, int]:
+        """Ports picked on the first `up` and reused afterwards."""
+        path = self.root / "ports.json"
+        ports: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+        changed = False
+        for comp in self.components:
+            for name in comp.port_names:
+                key = f"{comp.name}.{name}"
+                if key not in ports or (not self._running(comp) and not _port_free(ports[key])):
+                    ports[key] = _free_port(set(ports.values()))
+                    changed = True
+        if changed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(ports, indent=2, sort_keys=True) + "\n")
+        return ports
+
+    def layout(self, comp: Component, ports: dict[str, int] | None = None) -> Layout:
+        return Layout(
+            dir=self.root / comp.name, ports=ports if ports is not None else self._ports()
+        )
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def _pid_file(self, comp: Component) -> Path:
+        return self.root / comp.name / "pid"
+
+    def _pid(self, comp: Component) -> int | None:
+        """The pid of our running process for `comp`, or None."""
+        try:
+            pid_s, start_s = self._pid_file(comp).read_text().split()
+            pid = int(pid_s)
+        except (OSError, ValueError):
+            return None
+        return pid if _start_time(pid) == start_s else None
+
+    def _running(self, comp: Component) -> bool:
+        return self._pid(comp) is not None
+
+    def up(self, on_event: Callable[[str], None] = lambda _: None) -> Path:
+        """Start what is not running, wait until every component is ready, write the stack file."""
+        missing = [c for c in self.components if c.find_binary() is None]
+        if missing:
+            first = missing[0]
+            raise MissingBinaryError(f"{first.binary} is not installed: run {first.install}")
+        ports = self._ports()
+        for comp in self.components:
+            layout = self.layout(comp, ports)
+            if self._running(comp):
+                on_event(f"{comp.name}: already running (pid {self._pid(comp)})")
+            else:
+                self._start(comp, layout)
+                on_event(f"{comp.name}: started (pid {self._pid(comp)}), waiting until ready")
+            waited = self._wait_ready(comp, layout)
+            on_event(f"{comp.name}: ready after {waited:.1f} s")
+        self._write_stack(ports)
+        return self.stack_file
+
+    def _start(self, comp: Component, layout: Layout) -> None:
+        layout.dir.mkdir(parents=True, exist_ok=True)
+        log = (layout.dir / "log").open("ab")
+        try:
+            proc = subprocess.Popen(
+                comp.command(layout),
+                cwd=layout.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal does not kill the sandbox
+            )
+        except OSError as exc:
+            raise SandboxError(
+                f"{comp.name}: cannot start {comp.binary}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            log.close()
+        _CHILDREN.append(proc)
+        started = _start_time(proc.pid)
+        self._pid_file(comp).write_text(f"{proc.pid} {started}\n")
+
+    def _wait_ready(self, comp: Component, layout: Layout) -> float:
+        started = time.monotonic()
+        delay = 0.05
+        while time.monotonic() - started < READY_TIMEOUT:
+            if comp.ready(layout):
+                return time.monotonic() - started
+            if not self._running(comp):
+                raise SandboxError(f"{comp.name} exited during start-up; {self._log_tail(comp)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise SandboxError(
+            f"{comp.name} not ready after {READY_TIMEOUT:g} s; {self._log_tail(comp)}"
+        )
+
+    def _log_tail(self, comp: Component) -> str:
+        log = self.root / comp.name / "log"
+        try:
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            return f"no log at {log}"
+        return f"last lines of {log}: " + " | ".join(line.strip() for line in lines)
+
+    def down(self, on_event: Callable[[str], None] = lambda _: None) -> list[str]:
+        """Stop exactly the processes we started, dependents first."""
+        stopped = []
+        for comp in reversed(self.components):
+            pid = self._pid(comp)
+            if pid is None:
+                self._pid_file(comp).unlink(missing_ok=True)
+                continue
+            _stop(pid)
+            self._pid_file(comp).unlink(missing_ok=True)
+            stopped.append(comp.name)
+            on_event(f"{comp.name}: stopped (pid {pid})")
+        return stopped
+
+    def status(self) -> list[Status]:
+        ports = self._ports() if self.root.exists() else {}
+        result = []
+        for comp in self.components:
+            pid = self._pid(comp)
+            layout = Layout(dir=self.root / comp.name, ports=ports)
+            result.append(
+                Status(
+                    component=comp.name,
+                    pid=pid,
+                    running=pid is not None,
+                    ready=pid is not None and comp.ready(layout),
+                    ports={
+                        n: ports[f"{comp.name}.{n}"]
+                        for n in comp.port_names
+                        if f"{comp.name}.{n}" in ports
+                    },
+                    log=layout.dir / "log",
+                )
+            )
+        return result
+
+    def _write_stack(self, ports: dict[str, int]) -> None:
+        services: dict[str, Any] = {}
+        for comp in self.components:
+            services.update(comp.services(self.layout(comp, ports)))
+        doc = {"version": 1, "stack": "sandbox", "services": services}
+        header = "# written by `stackprobe sandbox up`; use it with `stackprobe run --sandbox`\n"
+        self.stack_file.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+
+    def require_running(self) -> Path:
+        """The sandbox stack file, or a ConfigError saying how to start the sandbox."""
+        if not self.stack_file.is_file() or not any(self._running(c) for c in self.components):
+            raise ConfigError(
+                f"no sandbox is running in {self.root}: run `stackprobe sandbox up` first"
+            )
+        return self.stack_file
+
+
+def _free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie is not running
+        return None
+    return fields[19]
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM the process group, then SIGKILL it if it is still there after STOP_TIMEOUT."""
+    started = _start_time(pid)
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if _start_time(pid) != started:
+                return
+            with contextlib.suppress(ChildProcessError):  # reap it if it is our own child
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)

@@ -1,0 +1,216 @@
+"""Celery worker pools on a broker: are workers alive, and does a task really round-trip?
+
+Nothing has to be deployed on the user's workers: the round trip sends Celery's built-in
+`celery.accumulate` task, which every worker has. A task is only sent when a live worker
+consumes the queue, so a run never leaves a message in a queue nobody reads. What the run
+causes in the broker and backend (result keys, pidbox reply queues) is removed by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+from pydantic import BaseModel, ConfigDict
+
+from stackprobe.check import CheckContext, CheckFailed
+from stackprobe.ids import is_leftover
+from stackprobe.kinds import Kind, Target
+from stackprobe.urls import with_credentials
+
+PING_TIMEOUT = 1.0
+RESULT_TTL_S = 120  # result keys expire even when a killed run cannot delete them
+TASK_EXPIRES_S = 30  # a probe task nobody picked up in time is discarded by the worker
+REPLY_EXCHANGE = "reply.celery.pidbox"
+
+
+class CeleryOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queue: str = "celery"
+    min_workers: int = 1
+
+
+@dataclass
+class CeleryClient:
+    """A Celery app bound to one broker and result backend, plus raw Redis access for cleanup."""
+
+    app: Any
+    broker_url: str
+    backend_url: str
+    queue: str
+
+    async def ping(self) -> dict[str, Any]:
+        """Live workers as {name: reply}; empty when nobody answers within PING_TIMEOUT."""
+        try:
+            replies = await asyncio.to_thread(self.app.control.ping, timeout=PING_TIMEOUT)
+        finally:
+            await self.forget_replies()
+        return {name: reply for item in replies or [] for name, reply in item.items()}
+
+    async def consumers(self, queue: str) -> list[str]:
+        """Workers that consume `queue` right now."""
+        try:
+            inspect = self.app.control.inspect(timeout=PING_TIMEOUT)
+            active = await asyncio.to_thread(inspect.active_queues) or {}
+        finally:
+            await self.forget_replies()
+        return sorted(
+            w for w, queues in active.items() if any(q.get("name") == queue for q in queues)
+        )
+
+    async def backlog(self, queue: str) -> int:
+        """Messages waiting in `queue` (a Redis list named after it)."""
+        async with _redis(self.broker_url) as client:
+            return int(await client.llen(queue))
+
+    async def round_trip(self, task_id: str, nonce: str, timeout: float) -> float:
+        """Send `celery.accumulate(nonce)` and wait for the worker's answer; seconds taken."""
+        started = time.monotonic()
+        result = self.app.send_task(
+            "celery.accumulate",
+            args=(nonce,),
+            queue=self.queue,
+            task_id=task_id,
+            expires=TASK_EXPIRES_S,
+        )
+        value = await asyncio.to_thread(result.get, timeout=timeout, propagate=False)
+        took = time.monotonic() - started
+        if value != [nonce]:
+            raise CheckFailed(f"expected the worker to return [{nonce!r}], got {value!r}")
+        return took
+
+    async def forget_result(self, task_id: str) -> None:
+        async with _redis(self.backend_url) as client:
+            await client.delete(f"celery-task-meta-{task_id}")
+
+    async def forget_replies(self) -> None:
+        """Remove the pidbox reply queue and binding this app's broadcasts created."""
+        oid = self.app.control.mailbox.oid
+        async with _redis(self.broker_url) as client:
+            binding = f"_kombu.binding.{REPLY_EXCHANGE}"
+            ours = [m for m in await client.smembers(binding) if oid.encode() in m]
+            if ours:
+                await client.srem(binding, *ours)
+            await client.delete(f"{oid}.{REPLY_EXCHANGE}")
+
+
+def celery_client(broker_url: str, backend_url: str, queue: str) -> CeleryClient:
+    """A Celery app that fails fast instead of retrying forever against a dead broker."""
+    app = Celery("stackprobe", broker=broker_url, backend=backend_url, set_as_current=False)
+    app.conf.update(
+        broker_connection_retry=False,
+        broker_connection_retry_on_startup=False,
+        broker_connection_max_retries=0,
+        broker_connection_timeout=3,
+        broker_transport_options={
+            "socket_timeout": 3,
+            "socket_connect_timeout": 3,
+            "max_retries": 0,
+        },
+        redis_socket_timeout=3,
+        redis_socket_connect_timeout=3,
+        result_expires=RESULT_TTL_S,
+    )
+    return CeleryClient(app=app, broker_url=broker_url, backend_url=backend_url, queue=queue)
+
+
+@asynccontextmanager
+async def _redis(url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def _connect(target: Target) -> AsyncIterator[CeleryClient]:
+    svc = target.config
+    assert svc.url is not None  # validated: url is required for this kind
+    opts = CeleryOptions.model_validate(svc.options)
+    broker = with_credentials(svc.url, svc.username, svc.password)
+    client = celery_client(broker, svc.endpoints.get("backend", broker), opts.queue)
+    try:
+        yield client
+    finally:
+        client.app.close()
+
+
+async def _version(client: CeleryClient) -> str | None:
+    """The Celery version the live workers report."""
+    inspect = client.app.control.inspect(timeout=PING_TIMEOUT)
+    try:
+        reports = await asyncio.to_thread(inspect.report) or {}
+    finally:
+        await client.forget_replies()
+    for report in reports.values():
+        for line in str(report.get("ok", "")).splitlines():
+            if line.startswith("software -> celery:"):
+                return line.split(":", 1)[1].split()[0]
+    return None
+
+
+async def _liveness(client: CeleryClient) -> None:
+    if not await client.ping():
+        raise CheckFailed("no Celery worker answered ping")
+
+
+async def _sweep(client: CeleryClient, target: Target, cutoff: datetime) -> list[str]:
+    """Result keys of killed runs (`celery-task-meta-stackprobe-<run_id>-...`) older than cutoff."""
+    removed: list[str] = []
+    async with _redis(client.backend_url) as backend:
+        async for key in backend.scan_iter(match="celery-task-meta-stackprobe-*", count=500):
+            name = key.decode("utf-8", "replace")
+            if is_leftover(name, cutoff):
+                await backend.delete(key)
+                removed.append(name)
+    return removed
+
+
+KIND: Kind[CeleryClient] = Kind(
+    name="celery",
+    description="Celery workers on a Redis broker: live workers consuming the configured queue",
+    capabilities=("workers",),
+    connect=_connect,
+    url_schemes=("redis", "rediss"),
+    endpoints=("backend",),
+    options_model=CeleryOptions,
+    version=_version,
+    liveness=_liveness,
+    sweep=_sweep,
+)
+check = KIND.check
+
+
+@check("workers", title="live workers answer ping and consume the queue")
+async def check_ping(ctx: CheckContext[CeleryClient]) -> str:
+    opts = CeleryOptions.model_validate(ctx.service.options)
+    started = time.monotonic()
+    workers = await ctx.client.ping()
+    ctx.evidence["ping_ms"] = round((time.monotonic() - started) * 1000, 1)
+    ctx.evidence["workers"] = sorted(workers)
+    if len(workers) < opts.min_workers:
+        raise CheckFailed(
+            f"expected at least {opts.min_workers} worker(s) to answer ping within "
+            f"{PING_TIMEOUT:g} s, {len(workers)} answered"
+        )
+    consumers = await ctx.client.consumers(opts.queue)
+    ctx.evidence["consumers"] = consumers
+    ctx.evidence["backlog"] = await ctx.client.backlog(opts.queue)
+    if not consumers:
+        raise CheckFailed(f"{len(workers)} worker(s) alive but none consumes queue {opts.queue!r}")
+    return f"{len(workers)} worker(s), {len(consumers)} on queue {opts.queue!r}"
+
+
+def probe_task_id(ns: str) -> str:
+    """Task ids carry the run prefix, so `clean` can find results a killed run left."""
+    return f"{ns}celery-{uuid.uuid4().hex}"

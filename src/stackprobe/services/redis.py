@@ -1,0 +1,545 @@
+"""Redis: connectivity, data operations, sessions, Celery queue, cache invalidation, persistence.
+
+Every key a check writes is named `stackprobe-<run_id>-redis-...`, carries a TTL so that a
+killed run leaves nothing permanent, and is deleted by name in the check's cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import WatchError
+
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.ids import PREFIX, is_leftover
+from stackprobe.kinds import Kind, Target
+from stackprobe.services.celery import (
+    CeleryOptions,
+    celery_client,
+    probe_task_id,
+)
+from stackprobe.urls import with_credentials
+
+Client = aioredis.Redis
+KEY_TTL_MS = 600_000  # upper bound on any key's life, should every cleanup fail
+PING_SAMPLES = 20
+
+
+class RedisOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    celery: bool = True
+    celery_queue: str = "celery"
+    celery_backend: str | None = None
+
+
+def connect_url(url: str, username: str | None = None, password: str | None = None) -> Client:
+    """A bounded client: every call has a timeout, and a dead server is retried once, briefly."""
+    return aioredis.Redis.from_url(
+        url,
+        username=username,
+        password=password,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+    )
+
+
+@asynccontextmanager
+async def _connect(target: Target) -> AsyncIterator[Client]:
+    svc = target.config
+    assert svc.url is not None  # validated: url is required for this kind
+    client = connect_url(svc.url, svc.username, svc.password)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _version(client: Client) -> str | None:
+    info = await client.info("server")
+    return str(info.get("redis_version")) if info.get("redis_version") else None
+
+
+async def _liveness(client: Client) -> None:
+    if await client.ping() is not True:
+        raise CheckFailed("PING did not answer PONG")
+
+
+async def _sweep(client: Client, target: Target, cutoff: datetime) -> list[str]:
+    """Keys of killed runs: any key holding a run prefix whose run started before cutoff."""
+    removed = []
+    async for key in client.scan_iter(match=f"*{PREFIX}*", count=500):
+        name = key.decode("utf-8", "replace")
+        if is_leftover(name, cutoff):
+            await client.delete(key)
+            removed.append(name)
+    return removed
+
+
+KIND: Kind[Client] = Kind(
+    name="redis",
+    description="Redis as cache, session store and Celery broker",
+    capabilities=(
+        "connectivity",
+        "operations",
+        "sessions",
+        "celery-queue",
+        "cache-invalidation",
+        "persistence",
+    ),
+    connect=_connect,
+    url_schemes=("redis", "rediss"),
+    options_model=RedisOptions,
+    links={"celery": "celery"},
+    version=_version,
+    liveness=_liveness,
+    sweep=_sweep,
+)
+check = KIND.check
+
+
+def _keys(ctx: CheckContext[Client], *suffixes: str) -> list[str]:
+    """Name keys for this check and register their deletion before anything is written."""
+    keys = [ctx.name(f"redis-{s}") for s in suffixes]
+
+    async def delete() -> None:
+        await ctx.client.delete(*keys)
+
+    ctx.cleanup(delete, f"delete {len(keys)} key(s)")
+    return keys
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _expect(what: str, expected: Any, seen: Any) -> None:
+    if expected != seen:
+        raise CheckFailed(f"{what}: expected {expected!r}, saw {seen!r}")
+
+
+# --- connectivity -----------------------------------------------------------------------------
+
+
+@check("connectivity", title="PING answers, server version and role reported")
+async def check_ping(ctx: CheckContext[Client]) -> str:
+    latencies = []
+    for _ in range(PING_SAMPLES):
+        started = time.perf_counter()
+        pong = await ctx.client.ping()
+        latencies.append(time.perf_counter() - started)
+        _expect("PING reply", True, pong)
+    info = await ctx.client.info()
+    role = str(info.get("role", "?"))
+    ctx.evidence.update(
+        version=info.get("redis_version"),
+        role=role,
+        mode=info.get("redis_mode"),
+        connected_clients=info.get("connected_clients"),
+        maxmemory_policy=info.get("maxmemory_policy"),
+        ping_ms_p50=_ms(statistics.median(latencies)),
+        ping_ms_max=_ms(max(latencies)),
+    )
+    expected_role = ctx.service.expectations.get("role")
+    if expected_role and expected_role != role:
+        raise CheckFailed(f"role: expected {expected_role!r} (expectations.role), saw {role!r}")
+    return f"Redis {info.get('redis_version')} ({role}), PING p50 {ctx.evidence['ping_ms_p50']} ms"
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+@check("operations", title="strings, hashes and lists read back what was written")
+async def check_data_types(ctx: CheckContext[Client]) -> None:
+    s, h, lst = _keys(ctx, "ops-string", "ops-hash", "ops-list")
+    r = ctx.client
+    value = "héllo ✓ " + secrets.token_hex(4)
+    await r.set(s, value, px=KEY_TTL_MS)
+    _expect("GET after SET", value.encode(), await r.get(s))
+    _expect("APPEND length", len(value.encode()) + 3, await r.append(s, "!!!"))
+    await r.hset(h, mapping={"a": "1", "b": "two"})
+    await r.pexpire(h, KEY_TTL_MS)
+    _expect("HINCRBY", 6, await r.hincrby(h, "a", 5))
+    _expect("HGETALL", {b"a": b"6", b"b": b"two"}, await r.hgetall(h))
+    await r.rpush(lst, "x", "y", "z")
+    await r.pexpire(lst, KEY_TTL_MS)
+    _expect("LPOP", b"x", await r.lpop(lst))
+    _expect("LRANGE", [b"y", b"z"], await r.lrange(lst, 0, -1))
+
+
+@check("operations", title="TTLs are kept and keys expire")
+async def check_ttl(ctx: CheckContext[Client]) -> None:
+    kept, short = _keys(ctx, "ttl-kept", "ttl-short")
+    r = ctx.client
+    await r.set(kept, "v", px=KEY_TTL_MS)
+    pttl = await r.pttl(kept)
+    if not 0 < pttl <= KEY_TTL_MS:
+        raise CheckFailed(
+            f"PTTL after SET PX {KEY_TTL_MS}: expected 0 < ttl <= {KEY_TTL_MS}, saw {pttl}"
+        )
+    await r.set(short, "v", px=200)
+    written = time.monotonic()
+
+    async def gone() -> None:
+        if await r.exists(short):
+            raise CheckFailed("key with a 200 ms TTL still exists")
+
+    await ctx.eventually(gone, timeout=3.0, interval=0.05, what="expiry of a 200 ms key")
+    ctx.evidence["expired_after_ms"] = _ms(time.monotonic() - written)
+
+
+@check("operations", title="pipeline, MULTI/EXEC and WATCH behave atomically")
+async def check_transactions(ctx: CheckContext[Client]) -> None:
+    counter, watched = _keys(ctx, "tx-counter", "tx-watched")
+    r = ctx.client
+    async with r.pipeline(transaction=False) as pipe:
+        for _ in range(50):
+            pipe.incr(counter)
+        pipe.pexpire(counter, KEY_TTL_MS)
+        replies = await pipe.execute()
+    _expect("pipelined INCR replies", list(range(1, 51)), replies[:-1])
+    async with r.pipeline(transaction=True) as tx:
+        tx.set(watched, "a", px=KEY_TTL_MS)
+        tx.append(watched, "b")
+        tx.get(watched)
+        _expect("MULTI/EXEC replies", [True, 2, b"ab"], await tx.execute())
+    # optimistic locking: a write by another connection between WATCH and EXEC aborts EXEC
+    async with r.pipeline(transaction=True) as tx:
+        await tx.watch(watched)
+        other = connect_url(ctx.service.url or "", ctx.service.username, ctx.service.password)
+        try:
+            await other.set(watched, "changed-by-other-client", px=KEY_TTL_MS)
+        finally:
+            await other.aclose()
+        tx.multi()  # type: ignore[no-untyped-call]
+        tx.set(watched, "should-not-apply", px=KEY_TTL_MS)
+        try:
+            await tx.execute()
+        except WatchError:
+            pass
+        else:
+            raise CheckFailed(
+                "EXEC after a concurrent write to a WATCHed key: expected abort, it applied"
+            )
+    _expect("value after aborted EXEC", b"changed-by-other-client", await r.get(watched))
+
+
+_CAS_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+@check("operations", title="a Lua compare-and-set script runs atomically (EVAL, EVALSHA)")
+async def check_lua_script(ctx: CheckContext[Client]) -> None:
+    (key,) = _keys(ctx, "lua")
+    r = ctx.client
+    await r.set(key, "old", px=KEY_TTL_MS)
+    cas = r.register_script(_CAS_SCRIPT)
+    _expect(
+        "CAS with the wrong expected value",
+        0,
+        await cas(keys=[key], args=["nope", "new", KEY_TTL_MS]),
+    )
+    _expect("value after refused CAS", b"old", await r.get(key))
+    _expect(
+        "CAS with the right expected value",
+        1,
+        await cas(keys=[key], args=["old", "new", KEY_TTL_MS]),
+    )
+    _expect("value after CAS", b"new", await r.get(key))
+    ctx.evidence["script_sha"] = cas.sha
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+class SessionStore:
+    """The session pattern applications use: a hash per session with a sliding TTL."""
+
+    def __init__(self, ctx: CheckContext[Client], ttl_ms: int) -> None:
+        self.ctx = ctx
+        self.ttl_ms = ttl_ms
+
+    def new_id(self) -> str:
+        sid = self.ctx.name(f"redis-session-{secrets.token_hex(8)}")
+
+        async def delete() -> None:
+            await self.ctx.client.delete(sid)
+
+        self.ctx.cleanup(delete, "delete session")
+        return sid
+
+    async def create(self, data: dict[str, str]) -> str:
+        sid = self.new_id()
+        async with self.ctx.client.pipeline(transaction=True) as tx:
+            tx.hset(sid, mapping=cast(Any, data))
+            tx.pexpire(sid, self.ttl_ms)
+            await tx.execute()
+        return sid
+
+    async def read(self, sid: str, slide: bool = True) -> dict[str, str]:
+        """Read a session; reading extends its life (sliding expiry)."""
+        async with self.ctx.client.pipeline(transaction=True) as tx:
+            tx.hgetall(sid)
+            if slide:
+                tx.pexpire(sid, self.ttl_ms)
+            raw = (await tx.execute())[0]
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def logout(self, sid: str) -> bool:
+        return bool(await self.ctx.client.delete(sid))
+
+
+@check("sessions", title="a session is created, read back, and gone after logout", name="lifecycle")
+async def check_session_lifecycle(ctx: CheckContext[Client]) -> None:
+    store = SessionStore(ctx, ttl_ms=KEY_TTL_MS)
+    data = {"user": "probe-user", "role": "reader", "csrf": secrets.token_hex(8)}
+    sid = await store.create(data)
+    _expect("session read back", data, await store.read(sid))
+    if not await store.logout(sid):
+        raise CheckFailed("logout: DEL removed nothing")
+    _expect("session after logout", {}, await store.read(sid, slide=False))
+
+
+@check("sessions", title="sliding expiry: access extends a session, idleness ends it")
+async def check_sliding_expiry(ctx: CheckContext[Client]) -> None:
+    ttl_ms = 800
+    store = SessionStore(ctx, ttl_ms=ttl_ms)
+    sid = await store.create({"user": "probe-user"})
+    created = time.monotonic()
+    await asyncio.sleep(0.5)
+    await store.read(sid)  # extends the life to 0.5 + 0.8 s after creation
+    await asyncio.sleep(0.5)
+    # now 1.0 s after creation: past the original 0.8 s, alive only because access slid it
+    if not await store.read(sid, slide=False):
+        raise CheckFailed(
+            f"session created with a {ttl_ms} ms TTL and read after 0.5 s was gone at "
+            f"{time.monotonic() - created:.2f} s: reading did not extend it"
+        )
+
+    async def expired() -> None:
+        if await ctx.client.exists(sid):
+            raise CheckFailed("idle session still exists")
+
+    await ctx.eventually(expired, timeout=3.0, interval=0.05, what="idle session expiry")
+    ctx.evidence.update(ttl_ms=ttl_ms, expired_after_s=round(time.monotonic() - created, 3))
+
+
+@check("sessions", title="concurrent sessions stay isolated", name="concurrent_isolation")
+async def check_concurrent_sessions(ctx: CheckContext[Client]) -> None:
+    store = SessionStore(ctx, ttl_ms=KEY_TTL_MS)
+    users = [f"user-{i}" for i in range(20)]
+    sids = await asyncio.gather(
+        *(store.create({"user": u, "cart": str(i)}) for i, u in enumerate(users))
+    )
+    # one user changes their session; nobody else's may change
+    await ctx.client.hset(sids[3], "cart", "changed")
+    seen = await asyncio.gather(*(store.read(s) for s in sids))
+    for i, (user, session) in enumerate(zip(users, seen, strict=True)):
+        expected = {"user": user, "cart": "changed" if i == 3 else str(i)}
+        _expect(f"session of {user}", expected, session)
+    await store.logout(sids[5])
+    remaining = await asyncio.gather(*(ctx.client.exists(s) for s in sids))
+    _expect(
+        "sessions alive after one logout", [i != 5 for i in range(20)], [bool(x) for x in remaining]
+    )
+    ctx.evidence["sessions"] = len(sids)
+
+
+# --- celery queue -----------------------------------------------------------------------------
+
+
+@check(
+    "celery-queue",
+    title="a task round-trips broker -> live worker -> result backend",
+    timeout=20,
+    name="round_trip",
+)
+async def check_celery_round_trip(ctx: CheckContext[Client]) -> str:
+    opts = RedisOptions.model_validate(ctx.service.options)
+    if not opts.celery:
+        raise CheckSkipped("options.celery is false: this Redis is not a Celery broker")
+    queue, backend = opts.celery_queue, opts.celery_backend
+    linked = ctx.stack.link(ctx.service_name, "celery")
+    if linked:
+        worker = ctx.stack.service(linked)
+        queue = CeleryOptions.model_validate(worker.options).queue
+        backend = worker.endpoints.get("backend", backend)
+    assert ctx.service.url is not None
+    broker = with_credentials(ctx.service.url, ctx.service.username, ctx.service.password)
+    client = celery_client(broker, backend or broker, queue)
+    ctx.cleanup(client.app.close, "close celery app")
+    workers = await client.ping()
+    ctx.evidence["workers"] = sorted(workers)
+    if not workers:
+        raise CheckFailed(
+            f"no Celery worker answered ping within 1 s on this broker (queue {queue!r})"
+        )
+    consumers = await client.consumers(queue)
+    ctx.evidence["consumers"] = consumers
+    ctx.evidence["backlog_before"] = await client.backlog(queue)
+    if not consumers:
+        raise CheckFailed(
+            f"{len(workers)} worker(s) alive, none consumes queue {queue!r}; task not sent"
+        )
+    task_id = probe_task_id(ctx.ns)
+    ctx.cleanup(lambda: client.forget_result(task_id), "delete task result")
+    nonce = secrets.token_hex(8)
+    took = await client.round_trip(task_id, nonce, timeout=15)
+    ctx.evidence.update(queue=queue, task_id=task_id, round_trip_ms=_ms(took))
+    return f"round trip {_ms(took)} ms via {len(consumers)} worker(s) on {queue!r}"
+
+
+# --- cache invalidation -----------------------------------------------------------------------
+
+
+@check("cache-invalidation", title="entries leave the cache by TTL and by explicit delete")
+async def check_ttl_and_delete(ctx: CheckContext[Client]) -> None:
+    expiring, deleted = _keys(ctx, "cache-expiring", "cache-deleted")
+    r = ctx.client
+    await r.set(expiring, "cached", px=300)
+    await r.set(deleted, "cached", px=KEY_TTL_MS)
+    _expect(
+        "cache hit before invalidation", [b"cached", b"cached"], await r.mget(expiring, deleted)
+    )
+    _expect("DEL count", 1, await r.delete(deleted))
+    _expect("read after delete", None, await r.get(deleted))
+    written = time.monotonic()
+
+    async def miss() -> None:
+        if await r.get(expiring) is not None:
+            raise CheckFailed("entry with a 300 ms TTL still served")
+
+    await ctx.eventually(miss, timeout=3.0, interval=0.05, what="TTL invalidation")
+    ctx.evidence["ttl_miss_after_ms"] = _ms(time.monotonic() - written)
+
+
+@check("cache-invalidation", title="versioned and tag-based invalidation hide stale entries")
+async def check_versioned_and_tags(ctx: CheckContext[Client]) -> None:
+    version, v1, v2, tag_a, tag_b, a1, a2, b1 = _keys(
+        ctx, "cache-version", "cache-v1", "cache-v2", "cache-tag-a", "cache-tag-b",
+        "cache-a1", "cache-a2", "cache-b1",
+    )  # fmt: skip
+    r = ctx.client
+    # versioned: readers build the entry key from the current version
+    await r.set(version, 1, px=KEY_TTL_MS)
+    await r.set(v1, "stale", px=KEY_TTL_MS)
+
+    async def read_current() -> Any:
+        current = int(await r.get(version) or 0)
+        return await r.get({1: v1, 2: v2}.get(current, v2))
+
+    _expect("read through version 1", b"stale", await read_current())
+    _expect("version bump", 2, await r.incr(version))
+    _expect("read after version bump", None, await read_current())
+    # tag-based: each tag is a set of entry keys; invalidating a tag deletes its members
+    async with r.pipeline(transaction=True) as tx:
+        for key, tag in ((a1, tag_a), (a2, tag_a), (b1, tag_b)):
+            tx.set(key, "cached", px=KEY_TTL_MS)
+            tx.sadd(tag, key)
+            tx.pexpire(tag, KEY_TTL_MS)
+        await tx.execute()
+    members = await r.smembers(tag_a)
+    async with r.pipeline(transaction=True) as tx:
+        tx.delete(*members)
+        tx.delete(tag_a)
+        deleted = (await tx.execute())[0]
+    _expect("entries deleted with tag a", 2, deleted)
+    _expect("entries after invalidating tag a", [None, None, b"cached"], await r.mget(a1, a2, b1))
+
+
+@check(
+    "cache-invalidation",
+    title="a pub/sub invalidation message reaches another connection",
+    name="pubsub",
+)
+async def check_pubsub_invalidation(ctx: CheckContext[Client]) -> None:
+    channel = ctx.name("redis-invalidate")  # channels hold no data: nothing to delete
+    (entry,) = _keys(ctx, "cache-pubsub-entry")
+    local_cache = {entry: b"cached"}  # the subscriber's in-process copy
+    pubsub = ctx.client.pubsub()
+    ctx.cleanup(pubsub.aclose, "close pubsub connection")
+    await pubsub.subscribe(channel)
+    confirm = await pubsub.get_message(timeout=2.0)
+    if not confirm or confirm.get("type") != "subscribe":
+        raise CheckFailed(f"SUBSCRIBE not confirmed within 2 s, saw {confirm!r}")
+    sent = time.monotonic()
+    receivers = await ctx.client.publish(channel, entry)
+    _expect("PUBLISH receivers", 1, receivers)
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+    if not message or message.get("data") != entry.encode():
+        raise CheckFailed(f"invalidation message not received within 2 s, saw {message!r}")
+    local_cache.pop(message["data"].decode(), None)
+    _expect("subscriber cache after invalidation", {}, local_cache)
+    ctx.evidence["delivery_ms"] = _ms(time.monotonic() - sent)
+
+
+# --- persistence ------------------------------------------------------------------------------
+
+
+async def _persistence(r: Client) -> dict[str, Any]:
+    info = await r.info("persistence")
+    try:
+        config = await r.config_get("save", "appendonly", "appendfsync")
+    except aioredis.ResponseError:  # CONFIG disabled or renamed on managed Redis
+        config = {}
+    save = config.get("save")
+    return {
+        "save": save,
+        "appendonly": config.get("appendonly", "yes" if info.get("aof_enabled") else "no"),
+        "appendfsync": config.get("appendfsync"),
+        "rdb_last_bgsave_status": info.get("rdb_last_bgsave_status"),
+        "rdb_changes_since_last_save": info.get("rdb_changes_since_last_save"),
+        "rdb_last_save_age_s": int(time.time()) - int(info.get("rdb_last_save_time", 0)),
+        "aof_last_write_status": info.get("aof_last_write_status"),
+        "loading": info.get("loading"),
+    }
+
+
+@check(
+    "persistence",
+    title="data survives a restart (RDB or AOF enabled)",
+    severity="warning",
+    name="configured",
+)
+async def check_persistence_configured(ctx: CheckContext[Client]) -> str:
+    state = await _persistence(ctx.client)
+    ctx.evidence.update(state)
+    rdb = bool(state["save"])
+    aof = state["appendonly"] == "yes"
+    if state["save"] is None and not aof:
+        raise CheckSkipped("CONFIG GET is disabled and AOF is off: RDB policy unknown")
+    if not rdb and not aof:
+        raise CheckFailed(
+            "nothing is persisted (save '' and appendonly no): sessions and queued tasks "
+            "in this Redis are lost on restart"
+        )
+    return ", ".join(
+        p for p in [f"RDB save {state['save']!r}" if rdb else "", "AOF on" if aof else ""] if p
+    )
+
+
+@check("persistence", title="the last RDB save and AOF write succeeded", name="last_write_ok")
+async def check_persistence_healthy(ctx: CheckContext[Client]) -> None:
+    state = await _persistence(ctx.client)
+    ctx.evidence.update(state)
+    if state["rdb_last_bgsave_status"] not in (None, "ok"):
+        raise CheckFailed(f"last RDB save: expected 'ok', saw {state['rdb_last_bgsave_status']!r}")
+    if state["appendonly"] == "yes" and state["aof_last_write_status"] not in (None, "ok"):
+        raise CheckFailed(f"last AOF write: expected 'ok', saw {state['aof_last_write_status']!r}")
