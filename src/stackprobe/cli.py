@@ -17,7 +17,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -364,14 +363,14 @@ def main(argv: list[str] | None = None) -> None:
 def _invoke(argv: list[str] | None) -> int:
     try:
         rv: Any = app(args=argv, standalone_mode=False, prog_name="stackprobe")
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("stackprobe: interrupted", file=sys.stderr)
         return 130
+    except typer.TyperException as exc:  # usage errors: bad option, bad value, missing argument
+        exc.show()  # type: ignore[attr-defined]
+        return 2
     except ConfigError as exc:
         if _debug:
             raise

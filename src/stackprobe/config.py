@@ -6,9 +6,10 @@ in one pass (`stackprobe config check` prints them all and exits 2).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,17 @@ class ServiceConfig(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
     expectations: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from stackprobe.catalog import known_kinds  # the catalog imports every kind module
+
+        if kind not in known_kinds():
+            raise ValueError(
+                f"unknown kind {kind!r}; known kinds: {', '.join(sorted(known_kinds()))}"
+            )
+        return kind
 
 
 class StackConfig(BaseModel):
@@ -137,13 +149,11 @@ def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
     missing: dict[str, list[str]] = {}
     warnings: list[str] = []
     data = _interpolate(raw, (), env, problems, missing, path)
+    if problems:  # later errors would only be consequences of the unset variables
+        raise ConfigError(problems[0], problems)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: (top level): expected a mapping with `services:`")
-    try:
-        config = StackConfig.model_validate(data)
-    except ValidationError as exc:
-        problems += [f"{path}: {_loc(err['loc'])}: {_pydantic_msg(err)}" for err in exc.errors()]
-        raise ConfigError(problems[0], problems) from None
+    config = _validate(data, path, problems)
     config = _resolve_secret_files(config, path, problems)
     links = _check_services(config, path, problems)
     for items in missing.values():
@@ -155,6 +165,28 @@ def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
     if problems:
         raise ConfigError(problems[0], problems)
     return Stack(path=path, config=config, links=links, warnings=warnings, missing_secrets=missing)
+
+
+def _validate(data: dict[str, Any], path: Path, problems: list[str]) -> StackConfig:
+    """Validate the top level and each service on its own, so every problem is reported."""
+    raw_services = data.get("services") or {}
+    if not isinstance(raw_services, dict):
+        problems.append(f"{path}: services: expected a mapping of service name to service")
+        raw_services = {}
+    services: dict[str, ServiceConfig] = {}
+    for name, raw in raw_services.items():
+        try:
+            services[str(name)] = ServiceConfig.model_validate(raw)
+        except ValidationError as exc:
+            problems += [
+                f"{path}: services.{name}{'.' if err['loc'] else ''}{_loc(err['loc'])}: {_pydantic_msg(err)}"
+                for err in exc.errors()
+            ]
+    try:
+        return StackConfig.model_validate({**data, "services": services})
+    except ValidationError as exc:
+        problems += [f"{path}: {_loc(err['loc'])}: {_pydantic_msg(err)}" for err in exc.errors()]
+        raise ConfigError(problems[0], problems) from None
 
 
 def load_yaml(path: Path) -> Any:
@@ -287,12 +319,7 @@ def _check_services(
     links: dict[str, dict[str, str]] = {}
     for name, svc in config.services.items():
         where = f"{file}: services.{name}"
-        kind = kinds.get(svc.kind)
-        if kind is None:
-            problems.append(
-                f"{where}.kind: unknown kind {svc.kind!r}; known kinds: {', '.join(sorted(kinds))}"
-            )
-            continue
+        kind = kinds[svc.kind]
         problems += [f"{where}.{p}" for p in kind.validate(svc)]
         for dep in svc.depends_on:
             if dep not in config.services:
@@ -358,14 +385,12 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _pydantic_msg(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown field"
+        known = [*ServiceConfig.model_fields, *StackConfig.model_fields]
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        return f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":
         return f"{err['msg'].lower()}, got {err['input']!r}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{msg} (got {err['input']!r})" if kind.endswith("_type") else msg
-
-
-def iter_problems(exc: ConfigError) -> Iterator[str]:
-    yield from exc.problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from itertools import groupby
 
 from rich.console import Console, Group
@@ -18,7 +19,7 @@ STYLES = {
     Outcome.ERROR: "bold magenta",
     Outcome.SKIPPED: "yellow",
 }
-WIDTH = 110
+WIDTH = 120  # files and pipes; a terminal uses its own width (at least 100)
 
 
 def outcome_text(r: CheckResult) -> Text:
@@ -35,6 +36,7 @@ def build(result: RunResult) -> Group:
             f"stack {result.stack} · run {result.run_id} · {result.duration_s:.1f} s",
         )
     ]
+    check_width = max((len(r.check) for r in result.results), default=10)
     for service, rows in groupby(result.results, key=lambda r: r.service):
         info = result.services.get(service)
         cov = result.coverage.services.get(service)
@@ -46,10 +48,10 @@ def build(result: RunResult) -> Group:
         table = Table(
             title=title, title_justify="left", title_style="bold", expand=False, width=WIDTH
         )
-        table.add_column("check", no_wrap=True)
-        table.add_column("outcome", no_wrap=True)
-        table.add_column("time", justify="right", no_wrap=True)
-        table.add_column("message", overflow="fold")
+        table.add_column("check", no_wrap=True, width=check_width)
+        table.add_column("outcome", no_wrap=True, width=7)
+        table.add_column("time", justify="right", no_wrap=True, width=6)
+        table.add_column("message", overflow="fold", ratio=1)
         for r in rows:
             table.add_row(r.check, outcome_text(r), f"{r.duration_s:.2f}s", r.message)
         parts.append(table)
@@ -67,8 +69,9 @@ def build(result: RunResult) -> Group:
 
 def render_text(result: RunResult, color: bool = False) -> str:
     buffer = io.StringIO()
+    width = max(100, shutil.get_terminal_size((WIDTH, 24)).columns) if color else WIDTH
     console = Console(
-        file=buffer, width=WIDTH, color_system="standard" if color else None,
+        file=buffer, width=width, color_system="standard" if color else None,
         force_terminal=color, no_color=not color, highlight=False,
     )  # fmt: skip
     console.print(build(result))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -30,6 +30,16 @@ PING_TIMEOUT = 1.0
 RESULT_TTL_S = 120  # result keys expire even when a killed run cannot delete them
 TASK_EXPIRES_S = 30  # a probe task nobody picked up in time is discarded by the worker
 REPLY_EXCHANGE = "reply.celery.pidbox"
+BINDING_DEADLINES = "_kombu.binding_deadlines"
+T = TypeVar("T")
+_LOCKS: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+
+def _broadcast_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    for old in [lp for lp in _LOCKS if lp.is_closed()]:
+        del _LOCKS[old]
+    return _LOCKS.setdefault(loop, asyncio.Lock())
 
 
 class CeleryOptions(BaseModel):
@@ -48,21 +58,32 @@ class CeleryClient:
     backend_url: str
     queue: str
 
+    async def broadcast(self, call: Callable[[], T]) -> T:
+        """Run one control broadcast (ping, inspect) and remove the bookkeeping it causes.
+
+        A broadcast binds a reply queue named after this app's oid and, on kombu >= 5.7, puts
+        the reply exchange into `_kombu.binding_deadlines`. Afterwards our binding member and
+        reply queue are deleted by name, and the deadline entry is removed (or its previous
+        score restored) when no other client's reply binding remains. Broadcasts of one
+        process run one at a time so that "previous" is really the state before us.
+        """
+        async with _broadcast_lock():
+            async with _redis(self.broker_url) as client:
+                before = await client.zscore(BINDING_DEADLINES, REPLY_EXCHANGE)
+            try:
+                return await asyncio.to_thread(call)
+            finally:
+                await self._forget_replies(before)
+
     async def ping(self) -> dict[str, Any]:
         """Live workers as {name: reply}; empty when nobody answers within PING_TIMEOUT."""
-        try:
-            replies = await asyncio.to_thread(self.app.control.ping, timeout=PING_TIMEOUT)
-        finally:
-            await self.forget_replies()
+        replies = await self.broadcast(lambda: self.app.control.ping(timeout=PING_TIMEOUT))
         return {name: reply for item in replies or [] for name, reply in item.items()}
 
     async def consumers(self, queue: str) -> list[str]:
         """Workers that consume `queue` right now."""
-        try:
-            inspect = self.app.control.inspect(timeout=PING_TIMEOUT)
-            active = await asyncio.to_thread(inspect.active_queues) or {}
-        finally:
-            await self.forget_replies()
+        inspect = self.app.control.inspect(timeout=PING_TIMEOUT)
+        active = await self.broadcast(inspect.active_queues) or {}
         return sorted(
             w for w, queues in active.items() if any(q.get("name") == queue for q in queues)
         )
@@ -92,15 +113,19 @@ class CeleryClient:
         async with _redis(self.backend_url) as client:
             await client.delete(f"celery-task-meta-{task_id}")
 
-    async def forget_replies(self) -> None:
-        """Remove the pidbox reply queue and binding this app's broadcasts created."""
+    async def _forget_replies(self, deadline_before: float | None) -> None:
         oid = self.app.control.mailbox.oid
+        binding = f"_kombu.binding.{REPLY_EXCHANGE}"
         async with _redis(self.broker_url) as client:
-            binding = f"_kombu.binding.{REPLY_EXCHANGE}"
             ours = [m for m in await client.smembers(binding) if oid.encode() in m]
             if ours:
                 await client.srem(binding, *ours)
             await client.delete(f"{oid}.{REPLY_EXCHANGE}")
+            if await client.scard(binding) == 0:  # no other client's reply queue is bound
+                if deadline_before is None:
+                    await client.zrem(BINDING_DEADLINES, REPLY_EXCHANGE)
+                else:
+                    await client.zadd(BINDING_DEADLINES, {REPLY_EXCHANGE: deadline_before}, xx=True)
 
 
 def celery_client(broker_url: str, backend_url: str, queue: str) -> CeleryClient:
@@ -148,10 +173,7 @@ async def _connect(target: Target) -> AsyncIterator[CeleryClient]:
 async def _version(client: CeleryClient) -> str | None:
     """The Celery version the live workers report."""
     inspect = client.app.control.inspect(timeout=PING_TIMEOUT)
-    try:
-        reports = await asyncio.to_thread(inspect.report) or {}
-    finally:
-        await client.forget_replies()
+    reports = await client.broadcast(inspect.report) or {}
     for report in reports.values():
         for line in str(report.get("ok", "")).splitlines():
             if line.startswith("software -> celery:"):

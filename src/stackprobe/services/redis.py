@@ -162,7 +162,7 @@ async def check_ping(ctx: CheckContext[Client]) -> str:
 
 
 @check("operations", title="strings, hashes and lists read back what was written")
-async def check_data_types(ctx: CheckContext[Client]) -> None:
+async def check_data_types(ctx: CheckContext[Client]) -> str:
     s, h, lst = _keys(ctx, "ops-string", "ops-hash", "ops-list")
     r = ctx.client
     value = "héllo ✓ " + secrets.token_hex(4)
@@ -177,10 +177,11 @@ async def check_data_types(ctx: CheckContext[Client]) -> None:
     await r.pexpire(lst, KEY_TTL_MS)
     _expect("LPOP", b"x", await r.lpop(lst))
     _expect("LRANGE", [b"y", b"z"], await r.lrange(lst, 0, -1))
+    return "string, hash and list values read back exactly"
 
 
 @check("operations", title="TTLs are kept and keys expire")
-async def check_ttl(ctx: CheckContext[Client]) -> None:
+async def check_ttl(ctx: CheckContext[Client]) -> str:
     kept, short = _keys(ctx, "ttl-kept", "ttl-short")
     r = ctx.client
     await r.set(kept, "v", px=KEY_TTL_MS)
@@ -198,10 +199,11 @@ async def check_ttl(ctx: CheckContext[Client]) -> None:
 
     await ctx.eventually(gone, timeout=3.0, interval=0.05, what="expiry of a 200 ms key")
     ctx.evidence["expired_after_ms"] = _ms(time.monotonic() - written)
+    return f"TTL kept; a 200 ms key was gone after {ctx.evidence['expired_after_ms']:.0f} ms"
 
 
 @check("operations", title="pipeline, MULTI/EXEC and WATCH behave atomically")
-async def check_transactions(ctx: CheckContext[Client]) -> None:
+async def check_transactions(ctx: CheckContext[Client]) -> str:
     counter, watched = _keys(ctx, "tx-counter", "tx-watched")
     r = ctx.client
     async with r.pipeline(transaction=False) as pipe:
@@ -234,6 +236,9 @@ async def check_transactions(ctx: CheckContext[Client]) -> None:
                 "EXEC after a concurrent write to a WATCHed key: expected abort, it applied"
             )
     _expect("value after aborted EXEC", b"changed-by-other-client", await r.get(watched))
+    return (
+        "50 pipelined INCRs in order; MULTI/EXEC atomic; WATCH aborted EXEC on a concurrent write"
+    )
 
 
 _CAS_SCRIPT = """
@@ -246,7 +251,7 @@ return 0
 
 
 @check("operations", title="a Lua compare-and-set script runs atomically (EVAL, EVALSHA)")
-async def check_lua_script(ctx: CheckContext[Client]) -> None:
+async def check_lua_script(ctx: CheckContext[Client]) -> str:
     (key,) = _keys(ctx, "lua")
     r = ctx.client
     await r.set(key, "old", px=KEY_TTL_MS)
@@ -264,6 +269,7 @@ async def check_lua_script(ctx: CheckContext[Client]) -> None:
     )
     _expect("value after CAS", b"new", await r.get(key))
     ctx.evidence["script_sha"] = cas.sha
+    return "compare-and-set script refused the stale value and applied the current one"
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ class SessionStore:
 
 
 @check("sessions", title="a session is created, read back, and gone after logout", name="lifecycle")
-async def check_session_lifecycle(ctx: CheckContext[Client]) -> None:
+async def check_session_lifecycle(ctx: CheckContext[Client]) -> str:
     store = SessionStore(ctx, ttl_ms=KEY_TTL_MS)
     data = {"user": "probe-user", "role": "reader", "csrf": secrets.token_hex(8)}
     sid = await store.create(data)
@@ -315,10 +321,11 @@ async def check_session_lifecycle(ctx: CheckContext[Client]) -> None:
     if not await store.logout(sid):
         raise CheckFailed("logout: DEL removed nothing")
     _expect("session after logout", {}, await store.read(sid, slide=False))
+    return "session created, read back, gone after logout"
 
 
 @check("sessions", title="sliding expiry: access extends a session, idleness ends it")
-async def check_sliding_expiry(ctx: CheckContext[Client]) -> None:
+async def check_sliding_expiry(ctx: CheckContext[Client]) -> str:
     ttl_ms = 800
     store = SessionStore(ctx, ttl_ms=ttl_ms)
     sid = await store.create({"user": "probe-user"})
@@ -339,10 +346,11 @@ async def check_sliding_expiry(ctx: CheckContext[Client]) -> None:
 
     await ctx.eventually(expired, timeout=3.0, interval=0.05, what="idle session expiry")
     ctx.evidence.update(ttl_ms=ttl_ms, expired_after_s=round(time.monotonic() - created, 3))
+    return f"a {ttl_ms} ms session outlived its TTL by access, expired {ctx.evidence['expired_after_s']:.2f} s after creation"
 
 
 @check("sessions", title="concurrent sessions stay isolated", name="concurrent_isolation")
-async def check_concurrent_sessions(ctx: CheckContext[Client]) -> None:
+async def check_concurrent_sessions(ctx: CheckContext[Client]) -> str:
     store = SessionStore(ctx, ttl_ms=KEY_TTL_MS)
     users = [f"user-{i}" for i in range(20)]
     sids = await asyncio.gather(
@@ -360,6 +368,7 @@ async def check_concurrent_sessions(ctx: CheckContext[Client]) -> None:
         "sessions alive after one logout", [i != 5 for i in range(20)], [bool(x) for x in remaining]
     )
     ctx.evidence["sessions"] = len(sids)
+    return f"{len(sids)} concurrent sessions isolated through a change and a logout"
 
 
 # --- celery queue -----------------------------------------------------------------------------
@@ -410,7 +419,7 @@ async def check_celery_round_trip(ctx: CheckContext[Client]) -> str:
 
 
 @check("cache-invalidation", title="entries leave the cache by TTL and by explicit delete")
-async def check_ttl_and_delete(ctx: CheckContext[Client]) -> None:
+async def check_ttl_and_delete(ctx: CheckContext[Client]) -> str:
     expiring, deleted = _keys(ctx, "cache-expiring", "cache-deleted")
     r = ctx.client
     await r.set(expiring, "cached", px=300)
@@ -428,10 +437,11 @@ async def check_ttl_and_delete(ctx: CheckContext[Client]) -> None:
 
     await ctx.eventually(miss, timeout=3.0, interval=0.05, what="TTL invalidation")
     ctx.evidence["ttl_miss_after_ms"] = _ms(time.monotonic() - written)
+    return f"DEL invalidates at once; a 300 ms entry missed after {ctx.evidence['ttl_miss_after_ms']:.0f} ms"
 
 
 @check("cache-invalidation", title="versioned and tag-based invalidation hide stale entries")
-async def check_versioned_and_tags(ctx: CheckContext[Client]) -> None:
+async def check_versioned_and_tags(ctx: CheckContext[Client]) -> str:
     version, v1, v2, tag_a, tag_b, a1, a2, b1 = _keys(
         ctx, "cache-version", "cache-v1", "cache-v2", "cache-tag-a", "cache-tag-b",
         "cache-a1", "cache-a2", "cache-b1",
@@ -462,6 +472,7 @@ async def check_versioned_and_tags(ctx: CheckContext[Client]) -> None:
         deleted = (await tx.execute())[0]
     _expect("entries deleted with tag a", 2, deleted)
     _expect("entries after invalidating tag a", [None, None, b"cached"], await r.mget(a1, a2, b1))
+    return "a version bump hid the stale entry; invalidating a tag removed exactly its 2 entries"
 
 
 @check(
@@ -469,7 +480,7 @@ async def check_versioned_and_tags(ctx: CheckContext[Client]) -> None:
     title="a pub/sub invalidation message reaches another connection",
     name="pubsub",
 )
-async def check_pubsub_invalidation(ctx: CheckContext[Client]) -> None:
+async def check_pubsub_invalidation(ctx: CheckContext[Client]) -> str:
     channel = ctx.name("redis-invalidate")  # channels hold no data: nothing to delete
     (entry,) = _keys(ctx, "cache-pubsub-entry")
     local_cache = {entry: b"cached"}  # the subscriber's in-process copy
@@ -488,6 +499,7 @@ async def check_pubsub_invalidation(ctx: CheckContext[Client]) -> None:
     local_cache.pop(message["data"].decode(), None)
     _expect("subscriber cache after invalidation", {}, local_cache)
     ctx.evidence["delivery_ms"] = _ms(time.monotonic() - sent)
+    return f"invalidation reached the subscriber in {ctx.evidence['delivery_ms']} ms"
 
 
 # --- persistence ------------------------------------------------------------------------------
@@ -536,10 +548,11 @@ async def check_persistence_configured(ctx: CheckContext[Client]) -> str:
 
 
 @check("persistence", title="the last RDB save and AOF write succeeded", name="last_write_ok")
-async def check_persistence_healthy(ctx: CheckContext[Client]) -> None:
+async def check_persistence_healthy(ctx: CheckContext[Client]) -> str:
     state = await _persistence(ctx.client)
     ctx.evidence.update(state)
     if state["rdb_last_bgsave_status"] not in (None, "ok"):
         raise CheckFailed(f"last RDB save: expected 'ok', saw {state['rdb_last_bgsave_status']!r}")
     if state["appendonly"] == "yes" and state["aof_last_write_status"] not in (None, "ok"):
         raise CheckFailed(f"last AOF write: expected 'ok', saw {state['aof_last_write_status']!r}")
+    return f"last RDB save {state['rdb_last_bgsave_status']}, last AOF write {state['aof_last_write_status']}"

@@ -1,0 +1,5 @@
+"""`python -m stackprobe` runs the CLI."""
+
+from stackprobe.cli import main
+
+main()

@@ -1,0 +1,146 @@
+"""Redis and Celery checks against real servers: the sandbox's, and a bare one behind faults.
+
+Every capability is shown both passing on a healthy server and failing, with what was seen,
+when the real server misbehaves (no persistence, no worker, wrong role) or when a fault
+proxy in front of it rewrites commands (TTL ignored, PUBLISH dropped, INCR stuck).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from stackprobe.catalog import known_kinds
+from tests.conftest import RunningSandbox
+from tests.faults.resp_proxy import RespProxy, drop_publish, ignore_expiry, stale_incr
+from tests.integration.helpers import outcomes, run_stack, write_stack
+
+REDIS_CAPS = known_kinds()["redis"].capabilities
+
+
+def test_every_redis_capability_passes_on_the_sandbox_with_evidence(
+    sandbox: RunningSandbox,
+) -> None:
+    result = run_stack(sandbox.sandbox.stack_file)
+    assert {r.check: r.message for r in result.results if r.outcome.value != "passed"} == {}
+    cov = result.coverage.services["cache"]
+    assert (cov.percent, set(cov.capabilities)) == (100.0, set(REDIS_CAPS))
+    assert result.coverage.services["worker"].percent == 100.0
+    by_check = {r.check: r for r in result.results}
+    assert (
+        by_check["redis.connectivity.ping"].evidence["version"] == result.services["cache"].version
+    )
+    assert by_check["redis.celery-queue.round_trip"].evidence["round_trip_ms"] > 0
+    assert by_check["redis.sessions.sliding_expiry"].evidence["expired_after_s"] > 1.0
+    assert by_check["redis.cache-invalidation.pubsub"].evidence["delivery_ms"] < 2000
+    assert by_check["celery.workers.ping"].evidence["workers"][0].startswith("stackprobe-sandbox@")
+
+
+def _bare(tmp_path: Path, port: int, **extra: object) -> Path:
+    return write_stack(
+        tmp_path, {"cache": {"kind": "redis", "url": f"redis://127.0.0.1:{port}/0", **extra}}
+    )
+
+
+def test_persistence_fails_as_a_warning_when_redis_persists_nothing(
+    tmp_path: Path, bare_redis: int
+) -> None:
+    result = run_stack(_bare(tmp_path, bare_redis), capabilities=("persistence",))
+    r = {x.check: x for x in result.results}
+    configured = r["redis.persistence.configured"]
+    assert (configured.outcome.value, configured.severity.value) == ("failed", "warning")
+    assert "nothing is persisted (save '' and appendonly no)" in configured.message
+    assert configured.evidence["appendonly"] == "no"
+    assert result.exit_code == 0  # a failed warning is shown but does not fail the run
+
+
+def test_connectivity_fails_when_the_role_is_not_the_expected_one(
+    tmp_path: Path, bare_redis: int
+) -> None:
+    path = _bare(tmp_path, bare_redis, expectations={"role": "slave"})
+    [r] = run_stack(path, capabilities=("connectivity",)).results
+    assert (r.outcome.value, r.message) == (
+        "failed",
+        "role: expected 'slave' (expectations.role), saw 'master'",
+    )
+
+
+def test_celery_queue_fails_without_a_worker_and_sends_nothing(
+    tmp_path: Path, bare_redis: int
+) -> None:
+    client = redis.Redis(port=bare_redis)
+    before = set(client.keys("*"))
+    [r] = run_stack(_bare(tmp_path, bare_redis), capabilities=("celery-queue",)).results
+    assert r.outcome.value == "failed"
+    assert r.message == "no Celery worker answered ping within 1 s on this broker (queue 'celery')"
+    assert client.llen("celery") == 0  # no task was left in a queue nobody reads
+    assert set(client.keys("*")) == before
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "capability", "check", "seen"),
+    [
+        (ignore_expiry, "operations", "redis.operations.ttl", "PTTL after SET PX 600000"),
+        (ignore_expiry, "sessions", "redis.sessions.sliding_expiry", "idle session expiry not reached"),
+        (ignore_expiry, "cache-invalidation", "redis.cache-invalidation.ttl_and_delete", "TTL invalidation not reached"),
+        (drop_publish, "cache-invalidation", "redis.cache-invalidation.pubsub", "PUBLISH receivers: expected 1, saw 0"),
+        (stale_incr, "cache-invalidation", "redis.cache-invalidation.versioned_and_tags", "version bump: expected 2, saw 1"),
+    ],
+)  # fmt: skip
+def test_checks_fail_with_what_they_saw_when_redis_misbehaves(
+    tmp_path: Path, bare_redis: int, rewrite: object, capability: str, check: str, seen: str
+) -> None:
+    with RespProxy(bare_redis, rewrite).running() as proxy:  # type: ignore[arg-type]
+        result = run_stack(_bare(tmp_path, proxy.port), capabilities=(capability,))
+    r = {x.check: x for x in result.results}[check]
+    assert r.outcome.value == "failed", r.message
+    assert seen in r.message
+
+
+def test_sliding_expiry_fails_when_access_does_not_extend_the_session(
+    tmp_path: Path, bare_redis: int
+) -> None:
+    """Only the sliding PEXPIRE on read is dropped: the session dies at its first TTL."""
+    calls: dict[bytes, int] = {}
+
+    def drop_second_pexpire(cmd: list[bytes]) -> list[bytes]:
+        if cmd[0].upper() == b"PEXPIRE" and b"session" in cmd[1]:
+            calls[cmd[1]] = calls.get(cmd[1], 0) + 1
+            if calls[cmd[1]] == 2:  # per session: 1st = create, 2nd = the read that slides it
+                return [b"PTTL", cmd[1]]
+        return cmd
+
+    with RespProxy(bare_redis, drop_second_pexpire).running() as proxy:
+        result = run_stack(_bare(tmp_path, proxy.port), capabilities=("sessions",))
+    r = {x.check: x for x in result.results}["redis.sessions.sliding_expiry"]
+    assert r.outcome.value == "failed"
+    assert "reading did not extend it" in r.message
+
+
+def test_stopped_redis_makes_every_check_a_one_line_error(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    result = run_stack(_bare(tmp_path, free_port()))
+    assert set(outcomes(result).values()) == {"error"}
+    assert len(result.results) == len(known_kinds()["redis"].checks)
+    for r in result.results:
+        assert "\n" not in r.message and "Error 111 connecting to 127.0.0.1" in r.message, r.message
+    assert result.exit_code == 1
+
+
+def test_celery_workers_check_fails_when_fewer_workers_than_expected(
+    tmp_path: Path, sandbox: RunningSandbox
+) -> None:
+    url = sandbox.redis_url
+    path = write_stack(
+        tmp_path, {"w": {"kind": "celery", "url": url, "options": {"min_workers": 2}}}
+    )
+    [r] = run_stack(path).results
+    assert (r.outcome.value, r.message) == (
+        "failed",
+        "expected at least 2 worker(s) to answer ping within 1 s, 1 answered",
+    )
+    assert len(r.evidence["workers"]) == 1

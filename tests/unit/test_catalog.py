@@ -1,0 +1,43 @@
+"""The catalog: stable capability ids, well-formed check ids, every check discoverable."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from stackprobe.catalog import all_checks, known_kinds
+from stackprobe.cli import _invoke
+
+# DESIGN.md "Capability ids": reports, coverage and pytest markers depend on these staying put
+DESIGN_CAPABILITIES = {
+    "redis": (
+        "connectivity",
+        "operations",
+        "sessions",
+        "celery-queue",
+        "cache-invalidation",
+        "persistence",
+    ),
+    "celery": ("workers",),
+}
+
+
+def test_capability_ids_are_the_documented_ones() -> None:
+    for name, kind in known_kinds().items():
+        assert kind.capabilities == DESIGN_CAPABILITIES[name]
+
+
+def test_every_capability_has_a_check_and_ids_follow_the_scheme() -> None:
+    for kind in known_kinds().values():
+        assert {c.capability for c in kind.checks} == set(kind.capabilities), kind.name
+    for spec in all_checks():
+        assert re.fullmatch(r"[a-z-]+\.[a-z-]+\.[a-z0-9_]+", spec.id), spec.id
+
+
+def test_every_check_is_listed_with_its_capability(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _invoke(["list", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["kinds"]
+    pairs = {(c["id"], c["capability"]) for k in listed.values() for c in k["checks"]}
+    assert pairs == {(c.id, c.capability) for c in all_checks()}

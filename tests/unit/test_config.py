@@ -1,0 +1,191 @@
+"""The stack file: interpolation, secrets, and one precise line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stackprobe.config import find_stack_file, load_stack
+from stackprobe.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str, name: str = "stackprobe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_stack(path, env=env or {})
+    return info.value.problems
+
+
+def test_minimal_stack_loads_with_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  cache: {kind: redis, url: 'redis://127.0.0.1:6379/0'}\n")
+    stack = load_stack(path, env={})
+    svc = stack.service("cache")
+    assert (stack.name, svc.kind, svc.disruption, svc.depends_on) == (
+        "stack",
+        "redis",
+        "forbidden",
+        [],
+    )
+
+
+def test_interpolation_with_defaults_and_escape(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "stack: ${STACK:-staging}\nservices:\n"
+        "  cache: {kind: redis, url: 'redis://${HOST}:${PORT:-6379}/0', options: {celery_queue: 'q$$1'}}\n",
+    )
+    stack = load_stack(path, env={"HOST": "10.0.0.5", "STACK": ""})
+    assert stack.name == "staging"  # default applies when set but empty
+    assert stack.service("cache").url == "redis://10.0.0.5:6379/0"
+    assert stack.service("cache").options == {"celery_queue": "q$1"}
+
+
+def test_unset_variable_outside_secrets_is_an_error_naming_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  cache: {kind: redis, url: 'redis://${HOST}:6379/0'}\n")
+    assert problems(path) == [
+        f"{path}: services.cache.url: variable ${{HOST}} is not set and has no default"
+    ]
+
+
+def test_unset_secret_is_a_warning_until_the_value_is_needed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  cache: {kind: redis, url: 'redis://h:6379/0', password: '${REDIS_PW}'}\n",
+    )
+    stack = load_stack(path, env={})
+    assert stack.warnings == [
+        f"{path}: services.cache.password: variable ${{REDIS_PW}} is not set (needed when the service is checked)"
+    ]
+    with pytest.raises(
+        ConfigError, match=r"services.cache.password: variable \$\{REDIS_PW\} is not set"
+    ):
+        stack.require_secrets(["cache"])
+
+
+def test_password_file_is_relative_to_the_stack_file_and_loses_its_newline(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "redis").write_text("s3cret-pw\n")
+    path = write(
+        tmp_path,
+        "services:\n  cache: {kind: redis, url: 'redis://h:6379/0', password_file: secrets/redis}\n",
+    )
+    stack = load_stack(path, env={})
+    assert stack.service("cache").password == "s3cret-pw"
+    assert "s3cret-pw" in stack.secrets()
+
+
+def test_missing_password_file_names_field_and_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  cache: {kind: redis, url: 'redis://h:6379/0', password_file: nope}\n",
+    )
+    [line] = problems(path)
+    assert line.startswith(f"{path}: services.cache.password_file: cannot read ")
+    assert "No such file" in line
+
+
+def test_misspelled_field_and_unknown_kind_are_each_one_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n"
+        "  cache: {kind: redis, ulr: 'redis://h:6379/0'}\n"
+        "  db: {kind: mongodb, url: 'mongodb://h'}\n",
+    )
+    lines = problems(path)
+    assert f"{path}: services.cache.ulr: unknown field (did you mean 'url'?)" in lines
+    [kind_line] = [line for line in lines if "services.db.kind" in line]
+    assert (
+        kind_line == f"{path}: services.db.kind: unknown kind 'mongodb'; known kinds: celery, redis"
+    )
+
+
+def test_kind_specific_problems_are_collected_together(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n"
+        "  cache: {kind: redis, url: 'http://h:6379', endpoints: {admin: 'x'}, options: {colour: 1}}\n"
+        "  worker: {kind: celery, depends_on: [ghost]}\n",
+    )
+    assert sorted(problems(path)) == sorted(
+        [
+            f"{path}: services.cache.url: scheme 'http' not supported here (use redis or rediss)",
+            f"{path}: services.cache.endpoints.admin: unknown endpoint for kind redis (known: none)",
+            f"{path}: services.cache.options.colour: unknown option",
+            f"{path}: services.worker.url: required field is missing",
+            f"{path}: services.worker.depends_on: no service named 'ghost' in this stack",
+        ]
+    )
+
+
+def test_links_default_to_the_only_candidate_and_ambiguity_is_an_error(tmp_path: Path) -> None:
+    one = write(
+        tmp_path,
+        "services:\n  cache: {kind: redis, url: 'redis://h:1/0'}\n  w: {kind: celery, url: 'redis://h:1/0'}\n",
+    )
+    assert load_stack(one, env={}).link("cache", "celery") == "w"
+    two = write(
+        tmp_path,
+        "services:\n  cache: {kind: redis, url: 'redis://h:1/0'}\n"
+        "  w1: {kind: celery, url: 'redis://h:1/0'}\n  w2: {kind: celery, url: 'redis://h:1/0'}\n",
+        "two.yaml",
+    )
+    assert problems(two) == [
+        f"{two}: services.cache.links.celery: several celery services (w1, w2); name the one to use"
+    ]
+
+
+def test_dependency_cycle_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  a: {kind: redis, url: 'redis://h:1/0', depends_on: [b]}\n"
+        "  b: {kind: redis, url: 'redis://h:1/0', depends_on: [a]}\n",
+    )
+    assert problems(path) == [f"{path}: services: depends_on forms a cycle: a -> b -> a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("services: [\n", "invalid YAML"),
+        ("services:\n  a: {kind: redis}\n  a: {kind: redis}\n", "duplicate key 'a'"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("version: 2\nservices: {}\n", "version: input should be 1, got 2"),
+        ("services:\n  Bad_Name: {kind: redis, url: 'redis://h:1'}\n", "service name 'Bad_Name'"),
+    ],
+)
+def test_malformed_files_get_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    lines = problems(path)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{path}: ")
+    assert expected in lines[0]
+
+
+def test_alias_bomb_and_huge_files_are_refused(tmp_path: Path) -> None:
+    bomb = "a: &a [x]\n" + "".join(f"b{i}: *a\n" for i in range(200))
+    assert "YAML aliases" in problems(write(tmp_path, bomb))[0]
+    huge = write(tmp_path, "# " + "x" * (1024 * 1024 + 1), "huge.yaml")
+    assert "more than the 1048576 allowed" in problems(huge)[0]
+
+
+def test_stack_file_is_found_by_flag_then_env_then_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STACKPROBE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="no stack file"):
+        find_stack_file(None)
+    cwd_file = write(tmp_path, "services: {}\n")
+    env_file = write(tmp_path, "services: {}\n", "env.yaml")
+    assert find_stack_file(None) == Path("stackprobe.yaml")
+    monkeypatch.setenv("STACKPROBE_CONFIG", str(env_file))
+    assert find_stack_file(None) == env_file
+    assert find_stack_file(str(cwd_file)) == cwd_file
+    with pytest.raises(ConfigError, match="stack file not found"):
+        find_stack_file(str(tmp_path / "missing.yaml"))

@@ -1,0 +1,279 @@
+"""The runner: isolation, timeouts, deadline, cancellation, cleanup, exclusivity, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackprobe.check import CheckContext, CheckFailed, Outcome
+from stackprobe.config import ServiceConfig, Stack, StackConfig
+from stackprobe.kinds import Kind, Target
+from stackprobe.results import RunResult
+from stackprobe.runner import Plan, PlanItem, Runner
+
+Check = Callable[[CheckContext[Any]], Awaitable[str | None]]
+
+
+class Harness:
+    """A fake kind whose checks are the test's own functions; nothing touches the catalog."""
+
+    def __init__(
+        self, *, password: str = "hunter2-secret", connect_error: Exception | None = None
+    ) -> None:
+        self.events: list[str] = []
+        self.connect_error = connect_error
+
+        @asynccontextmanager
+        async def connect(target: Target) -> AsyncIterator[str]:
+            if self.connect_error:
+                raise self.connect_error
+            yield "client"
+
+        self.kind: Kind[str] = Kind(
+            name="fake", description="test kind", capabilities=("alpha", "beta"), connect=connect
+        )
+        svc = ServiceConfig.model_construct(
+            kind="fake", url="fake://h", endpoints={}, password=password, token=None, username=None,
+            depends_on=[], disruption="forbidden", links={}, expectations={}, options={},
+        )  # fmt: skip
+        config = StackConfig.model_construct(version=1, stack="t", services={"svc": svc})
+        self.stack = Stack(path=Path("t.yaml"), config=config)
+
+    def add(self, fn: Check, capability: str = "alpha", **policy: Any) -> None:
+        self.kind.check(capability, title=fn.__name__, **policy)(fn)
+
+    def run(self, **runner: Any) -> RunResult:
+        plan = Plan(
+            stack=self.stack,
+            items=tuple(PlanItem(spec, "svc") for spec in self.kind.checks),
+            services={"svc": ("fake", self.kind.capabilities)},
+        )
+        return asyncio.run(Runner(plan, kinds={"fake": self.kind}, **runner).run())
+
+
+def by_name(result: RunResult) -> dict[str, Any]:
+    return {r.check.rsplit(".", 1)[1]: r for r in result.results}
+
+
+def test_a_crashing_check_errors_alone() -> None:
+    h = Harness()
+
+    async def crashes(ctx: CheckContext[Any]) -> None:
+        empty: dict[str, int] = {}
+        empty["missing"]
+
+    async def fine(ctx: CheckContext[Any]) -> str:
+        return "all good"
+
+    h.add(crashes)
+    h.add(fine)
+    r = by_name(h.run())
+    assert (r["crashes"].outcome, r["crashes"].message) == (
+        Outcome.ERROR,
+        "check crashed: KeyError: 'missing'",
+    )
+    assert (r["fine"].outcome, r["fine"].message) == (Outcome.PASSED, "all good")
+
+
+def test_a_hanging_check_times_out_and_still_cleans_up() -> None:
+    h = Harness()
+
+    async def hangs(ctx: CheckContext[Any]) -> None:
+        ctx.cleanup(lambda: h.events.append("cleaned"))
+        await asyncio.sleep(60)
+
+    async def quick(ctx: CheckContext[Any]) -> None:
+        pass
+
+    h.add(hangs, timeout=0.2)
+    h.add(quick)
+    started = time.monotonic()
+    result = h.run()
+    r = by_name(result)
+    assert time.monotonic() - started < 2
+    assert (r["hangs"].outcome, r["hangs"].message) == (Outcome.ERROR, "timed out after 0.2 s")
+    assert r["quick"].outcome is Outcome.PASSED
+    assert h.events == ["cleaned"]
+    assert result.exit_code == 1
+
+
+def test_failed_expectation_carries_message_and_evidence_and_cleanup_runs_last_first() -> None:
+    h = Harness()
+
+    async def misbehaves(ctx: CheckContext[Any]) -> None:
+        ctx.cleanup(lambda: h.events.append("first registered"))
+        ctx.cleanup(lambda: h.events.append("second registered"))
+        ctx.evidence["latency_ms"] = 3.5
+        raise CheckFailed("expected 3 spans, saw 2", missing=["span-c"])
+
+    h.add(misbehaves)
+    [r] = h.run().results
+    assert (r.outcome, r.message) == (Outcome.FAILED, "expected 3 spans, saw 2")
+    assert r.evidence == {"latency_ms": 3.5, "missing": ["span-c"]}
+    assert h.events == ["second registered", "first registered"]
+
+
+def test_a_failing_cleanup_turns_a_pass_into_an_error_that_names_it() -> None:
+    h = Harness()
+
+    async def leaks(ctx: CheckContext[Any]) -> None:
+        async def boom() -> None:
+            raise RuntimeError("server went away")
+
+        ctx.cleanup(boom, "delete probe keys")
+
+    h.add(leaks)
+    [r] = h.run().results
+    assert r.outcome is Outcome.ERROR
+    assert r.message == "cleanup delete probe keys failed: RuntimeError: server went away"
+
+
+def test_run_deadline_stops_running_and_queued_checks_with_cleanups() -> None:
+    h = Harness()
+
+    def slow(name: str) -> Check:
+        async def fn(ctx: CheckContext[Any]) -> None:
+            ctx.cleanup(lambda: h.events.append(f"cleaned {name}"))
+            await asyncio.sleep(30)
+
+        fn.__name__ = name
+        return fn
+
+    h.add(slow("running"), timeout=60)
+    h.add(slow("queued"), timeout=60)
+    started = time.monotonic()
+    r = by_name(h.run(deadline=0.3, concurrency=1))
+    assert time.monotonic() - started < 3
+    assert r["running"].message == "run deadline reached while running"
+    assert r["queued"].message == "run deadline reached before it started"
+    assert h.events == ["cleaned running"]
+
+
+def test_cancelling_the_run_keeps_results_runs_cleanups_and_exits_130() -> None:
+    h = Harness()
+
+    async def long(ctx: CheckContext[Any]) -> None:
+        ctx.cleanup(lambda: h.events.append("cleaned"))
+        await asyncio.sleep(30)
+
+    h.add(long, timeout=60)
+    plan = Plan(
+        h.stack, tuple(PlanItem(s, "svc") for s in h.kind.checks), {"svc": ("fake", ("alpha",))}
+    )
+
+    async def main() -> RunResult:
+        task = asyncio.create_task(Runner(plan, kinds={"fake": h.kind}).run())
+        await asyncio.sleep(0.2)
+        task.cancel()  # what Ctrl-C does to the run under asyncio.run
+        return await task
+
+    result = asyncio.run(main())
+    assert result.interrupted and result.exit_code == 130
+    assert result.results[0].message == "interrupted while running"
+    assert h.events == ["cleaned"]
+
+
+def test_exclusive_check_never_overlaps_and_concurrency_is_bounded() -> None:
+    h = Harness()
+    active: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+    peak = 0
+
+    def make(name: str) -> Check:
+        async def fn(ctx: CheckContext[Any]) -> None:
+            nonlocal peak
+            active.append(name)
+            peak = max(peak, len(active))
+            if "exclusive" in active and len(active) > 1:
+                overlaps.append(tuple(active))
+            await asyncio.sleep(0.05)
+            active.remove(name)
+
+        fn.__name__ = name
+        return fn
+
+    for i in range(6):
+        h.add(make(f"c{i}"))
+    h.add(make("exclusive"), exclusive=True)
+    for i in range(6, 10):
+        h.add(make(f"c{i}"))
+    result = h.run(concurrency=3)
+    assert all(r.outcome is Outcome.PASSED for r in result.results)
+    assert overlaps == []
+    assert peak == 3
+
+
+def test_connect_failure_is_every_checks_one_line_error() -> None:
+    h = Harness(connect_error=ConnectionRefusedError(111, "Connection refused"))
+
+    async def never(ctx: CheckContext[Any]) -> None:
+        raise AssertionError("must not run")
+
+    h.add(never)
+    h.add(never, capability="beta")
+    result = h.run()
+    assert [r.outcome for r in result.results] == [Outcome.ERROR, Outcome.ERROR]
+    assert {r.message for r in result.results} == {
+        "cannot connect: connection refused: [Errno 111] Connection refused"
+    }
+
+
+def test_secrets_are_redacted_from_messages_and_evidence() -> None:
+    h = Harness(password="hunter2-secret")
+
+    async def leaky(ctx: CheckContext[Any]) -> None:
+        ctx.evidence["dsn"] = "redis://:other-pw@h:1/0"
+        ctx.evidence["nested"] = {"said": ["auth hunter2-secret refused"]}
+        raise CheckFailed("server said: invalid password hunter2-secret")
+
+    h.add(leaky)
+    [r] = h.run().results
+    assert r.message == "server said: invalid password ***"
+    assert r.evidence == {"dsn": "redis://:***@h:1/0", "nested": {"said": ["auth *** refused"]}}
+
+
+def test_failed_warning_is_shown_but_does_not_fail_the_run() -> None:
+    h = Harness()
+
+    async def advisory(ctx: CheckContext[Any]) -> None:
+        raise CheckFailed("nothing is persisted")
+
+    h.add(advisory, severity="warning")
+    result = h.run()
+    assert result.results[0].outcome is Outcome.FAILED
+    assert result.exit_code == 0
+    assert result.coverage.services["svc"].capabilities["alpha"] == "failed"
+
+
+def test_eventually_reports_what_it_saw_last() -> None:
+    h = Harness()
+    seen = iter(range(100))
+
+    async def converges_never(ctx: CheckContext[Any]) -> None:
+        async def probe() -> None:
+            raise CheckFailed(f"found {next(seen)} of 3 spans")
+
+        await ctx.eventually(probe, timeout=0.3, interval=0.05, what="all spans")
+
+    h.add(converges_never)
+    [r] = h.run().results
+    assert r.outcome is Outcome.FAILED
+    assert r.message.startswith("all spans not reached after 0.3 s")
+    assert "found" in r.message and "of 3 spans" in r.message
+
+
+@pytest.mark.parametrize("bad", ["nope", "alpha-beta"])
+def test_checks_must_name_a_capability_of_their_kind(bad: str) -> None:
+    h = Harness()
+
+    async def fn(ctx: CheckContext[Any]) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="has no capability"):
+        h.add(fn, capability=bad)
