@@ -106,7 +106,9 @@ def make_plan(stack: Stack, selection: Selection) -> Plan:
         svc = stack.service(name)
         kind = kinds[svc.kind]
         caps = tuple(
-            c for c in kind.capabilities if not selection.capabilities or c in selection.capabilities
+            c
+            for c in kind.capabilities
+            if not selection.capabilities or c in selection.capabilities
         )
         services[name] = (kind.name, kind.capabilities)  # coverage counts them all
         for spec in kind.checks:
