@@ -57,7 +57,7 @@ _debug = False
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version_callback(value: bool) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 
 from stackprobe.errors import StackprobeError
 
@@ -16,6 +18,10 @@ _SERVICE_LIBRARIES = {
 }
 
 
+# redis-py: "Error 111 connecting to 127.0.0.1:6379. Connect call failed ('127.0.0.1', 6379)."
+_REDIS_CONNECT = re.compile(r"Error (?P<errno>\d+) connecting to (?P<addr>\S+?)\.(\s|$)")
+
+
 def explain(exc: BaseException) -> str:
     """One line: what went wrong and, for a service, what it said."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
@@ -24,6 +30,8 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return f"timed out: {detail}" if str(exc) else "timed out"
     root = type(exc).__module__.split(".", 1)[0]
+    if root == "redis" and (match := _REDIS_CONNECT.match(detail)):
+        return f"redis: cannot connect to {match['addr']}: {os.strerror(int(match['errno']))}"
     if root in _SERVICE_LIBRARIES:
         return f"{_SERVICE_LIBRARIES[root]}: {detail}"
     if isinstance(exc, ConnectionRefusedError):

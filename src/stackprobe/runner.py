@@ -279,12 +279,13 @@ class Runner:
         finally:
             if ctx is not None:
                 evidence = ctx.evidence
-                problems = await ctx.run_cleanups(CLEANUP_TIMEOUT)
+                problems = list(dict.fromkeys(await ctx.run_cleanups(CLEANUP_TIMEOUT)))
                 if problems:
                     evidence["cleanup_problems"] = problems
-                    if outcome is not Outcome.FAILED:
-                        outcome = Outcome.ERROR
-                    message = "; ".join(filter(None, [message, *problems]))
+                    if outcome is Outcome.PASSED or outcome is Outcome.SKIPPED:
+                        outcome, message = Outcome.ERROR, problems[0]
+                    else:  # the cause is already said; keep the message one line
+                        message += f" (and {len(problems)} cleanup(s) failed; see evidence)"
             if acquired:
                 await lock.release(spec.exclusive)
             self._finish(index, item, outcome, message, evidence, started)

@@ -151,6 +151,27 @@ def test_sandbox_up_twice_down_and_missing_binary(tmp_path: Path) -> None:
     status = runner("sandbox", "status")
     assert status.code == 0 and status.stdout.count("ready") == 2
     pid = int(pids.split()[0])
+    # Redis stopped: every check errors with a one-line cause, exit 1, no traceback
+    os.kill(pid, signal.SIGTERM)
+    while (
+        Path(f"/proc/{pid}").exists()
+        and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    ):
+        time.sleep(0.02)
+    res = runner("run", "--sandbox", "--format", "json")
+    assert res.code == 1
+    no_traceback(res.stdout, res.stderr)
+    doc = json.loads(res.stdout)
+    assert {r["outcome"] for r in doc["results"]} == {"error"}
+    assert all(
+        r["message"].startswith("redis: cannot connect to 127.0.0.1:") for r in doc["results"]
+    )
+    # `up` restarts what died, and the worker that depends on it
+    again = runner("sandbox", "up")
+    assert again.code == 0 and "celery-worker: stopped" in again.stderr
+    assert runner("run", "--sandbox").code == 0
+    pids = (tmp_path / "state/sandbox/redis/pid").read_text()
+    pid = int(pids.split()[0])
     down = runner("sandbox", "down")
     assert down.code == 0 and "2 process(es)" in down.stdout
     assert (

@@ -105,12 +105,23 @@ class Sandbox:
             first = missing[0]
             raise MissingBinaryError(f"{first.binary} is not installed: run {first.install}")
         ports = self._ports()
+        started: set[str] = set()
         for comp in self.components:
             layout = self.layout(comp, ports)
-            if self._running(comp):
-                on_event(f"{comp.name}: already running (pid {self._pid(comp)})")
+            pid = self._pid(comp)
+            restarted_deps = started.intersection(comp.requires)
+            if pid is not None and restarted_deps:
+                # a client of a restarted service may sit in a long reconnect back-off
+                _stop(pid)
+                on_event(
+                    f"{comp.name}: stopped (pid {pid}) because {', '.join(sorted(restarted_deps))} restarted"
+                )
+                pid = None
+            if pid is not None:
+                on_event(f"{comp.name}: already running (pid {pid})")
             else:
                 self._start(comp, layout)
+                started.add(comp.name)
                 on_event(f"{comp.name}: started (pid {self._pid(comp)}), waiting until ready")
             waited = self._wait_ready(comp, layout)
             on_event(f"{comp.name}: ready after {waited:.1f} s")
