@@ -5,6 +5,8 @@ The CLI, the pytest plugin and the monitor all read this one catalog.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from functools import cache
 from typing import Any
 
@@ -14,10 +16,14 @@ from stackprobe.kinds import Kind
 
 @cache
 def known_kinds() -> dict[str, Kind[Any]]:
-    """Kind name -> Kind, importing every service module once."""
-    from stackprobe.services import celery, redis
+    """Kind name -> Kind: every module under `stackprobe.services` that defines `KIND`."""
+    import stackprobe.services as package
 
-    kinds: list[Kind[Any]] = [celery.KIND, redis.KIND]
+    kinds: list[Kind[Any]] = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if isinstance(kind := getattr(module, "KIND", None), Kind):
+            kinds.append(kind)
     return {kind.name: kind for kind in sorted(kinds, key=lambda k: k.name)}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from stackprobe.catalog import all_checks
+from stackprobe.catalog import all_checks, known_kinds
 from tests.conftest import CliRunner, RunningSandbox, free_port
 
 
@@ -48,7 +48,7 @@ def test_config_check_prints_one_line_per_problem_and_exits_2(
     lines = res.stderr.strip().splitlines()
     assert lines == [
         f"{bad}: services.cache.pasword: unknown field (did you mean 'password'?)",
-        f"{bad}: services.db.kind: unknown kind 'arangodbx'; known kinds: celery, redis",
+        f"{bad}: services.db.kind: unknown kind 'arangodbx'; known kinds: {', '.join(known_kinds())}",
     ]
     good = tmp_path / "good.yaml"
     good.write_text("services:\n  cache: {kind: redis, url: 'redis://h:1/0'}\n")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stackprobe.catalog import known_kinds
 from stackprobe.config import find_stack_file, load_stack
 from stackprobe.errors import ConfigError
 
@@ -101,7 +102,8 @@ def test_misspelled_field_and_unknown_kind_are_each_one_line(tmp_path: Path) -> 
     assert f"{path}: services.cache.ulr: unknown field (did you mean 'url'?)" in lines
     [kind_line] = [line for line in lines if "services.db.kind" in line]
     assert (
-        kind_line == f"{path}: services.db.kind: unknown kind 'mongodb'; known kinds: celery, redis"
+        kind_line
+        == f"{path}: services.db.kind: unknown kind 'mongodb'; known kinds: {', '.join(known_kinds())}"
     )
 
 

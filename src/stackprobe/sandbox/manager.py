@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from stackprobe.errors import ConfigError, MissingBinaryError, SandboxError
-from stackprobe.sandbox.components import COMPONENTS, Component, Layout
+from stackprobe.sandbox.component import Component, Layout
+from stackprobe.sandbox.components import all_components
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -49,10 +50,10 @@ class Sandbox:
     """The sandbox rooted at `<state dir>/sandbox`."""
 
     def __init__(
-        self, root: Path | None = None, components: tuple[Component, ...] = COMPONENTS
+        self, root: Path | None = None, components: tuple[Component, ...] | None = None
     ) -> None:
         self.root = (root or state_dir() / "sandbox").absolute()
-        self.components = components
+        self.components = components if components is not None else all_components()
 
     @property
     def stack_file(self) -> Path:

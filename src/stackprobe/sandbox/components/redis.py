@@ -1,48 +1,13 @@
-"""The real services the sandbox can start, each from an installed binary.
-
-A component knows its binary, how to install it, its command line, how to tell it is ready
-(by polling, never by sleeping a fixed time), and what it adds to the sandbox's stack file.
-Later kinds add their component here.
-"""
+"""Sandbox components: redis-server (RDB + AOF on) and a Celery worker on it."""
 
 from __future__ import annotations
 
-import shutil
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import redis as sync_redis
 
+from stackprobe.sandbox.component import Component, Layout
 from stackprobe.services.celery import celery_client
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where one component lives: its directory and its ports."""
-
-    dir: Path
-    ports: dict[str, int]  # every port of every component, by "<component>.<name>"
-
-    def port(self, component: str, name: str = "main") -> int:
-        return self.ports[f"{component}.{name}"]
-
-
-@dataclass(frozen=True)
-class Component:
-    name: str
-    binary: str
-    install: str
-    port_names: tuple[str, ...]
-    command: Callable[[Layout], list[str]]
-    ready: Callable[[Layout], bool]
-    services: Callable[[Layout], dict[str, dict[str, Any]]]
-    requires: tuple[str, ...] = ()
-
-    def find_binary(self) -> str | None:
-        return shutil.which(self.binary) if "/" not in self.binary else self.binary
 
 
 def _redis_url(layout: Layout, db: int = 0) -> str:
@@ -140,4 +105,4 @@ CELERY_WORKER = Component(
     },
 )
 
-COMPONENTS: tuple[Component, ...] = (REDIS, CELERY_WORKER)
+COMPONENTS = (REDIS, CELERY_WORKER)
