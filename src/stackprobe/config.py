@@ -325,23 +325,25 @@ def _check_services(
             if dep not in config.services:
                 problems.append(f"{where}.depends_on: no service named {dep!r} in this stack")
         links[name] = {}
-        for role, role_kind in kind.links.items():
+        for role, role_kinds in kind.links.items():
+            wanted = (role_kinds,) if isinstance(role_kinds, str) else role_kinds
+            label = " or ".join(wanted)
             explicit = svc.links.get(role)
             if explicit is not None:
                 target = config.services.get(explicit)
-                if target is None or target.kind != role_kind:
+                if target is None or target.kind not in wanted:
                     problems.append(
-                        f"{where}.links.{role}: {explicit!r} is not a {role_kind} service of this stack"
+                        f"{where}.links.{role}: {explicit!r} is not a {label} service of this stack"
                     )
                 else:
                     links[name][role] = explicit
                 continue
-            candidates = [n for n, s in config.services.items() if s.kind == role_kind]
+            candidates = [n for n, s in config.services.items() if s.kind in wanted]
             if len(candidates) == 1:
                 links[name][role] = candidates[0]
             elif len(candidates) > 1:
                 problems.append(
-                    f"{where}.links.{role}: several {role_kind} services ({', '.join(candidates)}); "
+                    f"{where}.links.{role}: several {label} services ({', '.join(candidates)}); "
                     f"name the one to use"
                 )
         for role in svc.links:

@@ -48,7 +48,7 @@ class Kind(Generic[ClientT]):
     url_required: bool = True
     endpoints: tuple[str, ...] = ()
     options_model: type[BaseModel] = NoOptions
-    links: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # role -> kind(s)
     version: Callable[[ClientT], Awaitable[str | None]] | None = None
     liveness: Callable[[ClientT], Awaitable[None]] | None = None
     sweep: Callable[[ClientT, Target, datetime], Awaitable[list[str]]] | None = None

@@ -12,6 +12,16 @@ from stackprobe.cli import _invoke
 
 # DESIGN.md "Capability ids": reports, coverage and pytest markers depend on these staying put
 DESIGN_CAPABILITIES = {
+    "otel-collector": (
+        "health",
+        "trace-pipeline",
+        "metrics-collection",
+        "metrics-export",
+        "trace-metric-correlation",
+    ),
+    "prometheus": ("health", "scrape-targets", "query", "alerting-thresholds"),
+    "jaeger": ("readiness", "ingest", "correlation", "query", "retention"),
+    "tempo": ("readiness", "ingest", "correlation", "query", "retention"),
     "redis": (
         "connectivity",
         "operations",

@@ -1,0 +1,391 @@
+"""The OpenTelemetry Collector: health, the trace pipeline, metric intake, export to
+Prometheus, and trace-to-metric correlation through span-metric exemplars.
+
+The pipeline checks read the collector's own counters (`endpoints.metrics`) before and after
+sending a known number of spans or points, so "accepted" and "sent" are measured, not assumed.
+They run `exclusive` on their service so no other stackprobe check moves the same counters;
+set `options.shared_traffic: true` for a collector that also carries other traffic (then the
+counters must move by at least, not exactly, what was sent).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from stackprobe import otlp
+from stackprobe.catalog import known_kinds
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.kinds import Kind, Target
+from stackprobe.services.prometheus import PrometheusAPI
+from stackprobe.services.tracestore import PROBE_SERVICE, TraceStore
+
+TIMEOUT = 5.0
+SPANS_PER_TRANSPORT = 5
+POINTS = 4
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+class CollectorOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shared_traffic: bool = False
+    span_metrics_namespace: str = "traces_span_metrics"
+
+
+@dataclass
+class Collector:
+    http: httpx.AsyncClient
+    endpoints: dict[str, str]
+
+    def endpoint(self, name: str) -> str:
+        url = self.endpoints.get(name)
+        if not url:
+            raise CheckSkipped(f"endpoints.{name} is not configured")
+        return url
+
+    async def counters(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The collector's own metrics: (name without `_total`, labels) -> value."""
+        answer = await self.http.get(self.endpoint("metrics"))
+        if answer.status_code != 200:
+            raise CheckFailed(f"own metrics {self.endpoints['metrics']}: HTTP {answer.status_code}")
+        samples = {}
+        for line in answer.text.splitlines():
+            if line.startswith("#") or not (m := _SAMPLE.match(line)):
+                continue
+            name = m.group(1).removesuffix("_total")
+            labels = frozenset(_LABEL.findall(m.group(2) or ""))
+            try:
+                samples[(name, labels)] = float(m.group(3))
+            except ValueError:
+                continue
+        return samples
+
+
+def total(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **match: str
+) -> float:
+    """Sum of a counter (with or without `_total`) over series whose labels include `match`."""
+    wanted = set(match.items())
+    return sum(v for (n, labels), v in samples.items() if n == name and wanted <= labels)
+
+
+def by_label(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, label: str
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (n, labels), v in samples.items():
+        if n == name:
+            key = dict(labels).get(label, "")
+            out[key] = out.get(key, 0.0) + v
+    return out
+
+
+@asynccontextmanager
+async def _connect(target: Target) -> AsyncIterator[Collector]:
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        yield Collector(http, dict(target.config.endpoints))
+
+
+async def _version(collector: Collector) -> str | None:
+    if "metrics" not in collector.endpoints:
+        return None
+    text = (await collector.http.get(collector.endpoints["metrics"])).text
+    match = re.search(r'target_info\{[^}]*service_version="([^"]+)"', text) or re.search(
+        r'otelcol_process_uptime[^{]*\{[^}]*service_version="([^"]+)"', text
+    )
+    return match.group(1) if match else None
+
+
+async def _liveness(collector: Collector) -> None:
+    answer = await collector.http.get(collector.endpoint("health"))
+    if answer.status_code != 200:
+        raise CheckFailed(f"health_check answered {answer.status_code}")
+
+
+KIND: Kind[Collector] = Kind(
+    name="otel-collector",
+    description="OpenTelemetry Collector: health, trace pipeline, metric intake and export, exemplars",
+    capabilities=(
+        "health",
+        "trace-pipeline",
+        "metrics-collection",
+        "metrics-export",
+        "trace-metric-correlation",
+    ),
+    connect=_connect,
+    url_required=False,
+    endpoints=("otlp_http", "otlp_grpc", "health", "metrics", "prometheus"),
+    options_model=CollectorOptions,
+    links={"prometheus": "prometheus", "trace_store": ("jaeger", "tempo")},
+    version=_version,
+    liveness=_liveness,
+)
+check = KIND.check
+
+
+def _options(ctx: CheckContext[Any]) -> CollectorOptions:
+    return CollectorOptions.model_validate(ctx.service.options)
+
+
+def _moved(what: str, delta: float, expected: float, shared: bool) -> str | None:
+    """None when the counter moved as expected, else what was seen."""
+    ok = delta >= expected if shared else delta == expected
+    return (
+        None
+        if ok
+        else f"{what} moved by {delta:g}, expected {'at least ' if shared else ''}{expected:g}"
+    )
+
+
+@check(
+    "health",
+    title="the health_check extension reports the collector available",
+    name="health_check",
+)
+async def check_health(ctx: CheckContext[Collector]) -> str:
+    url = ctx.client.endpoint("health")
+    answer = await ctx.client.http.get(url)
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {"text": answer.text[:120]}
+    ctx.evidence.update(
+        status_code=answer.status_code,
+        **{k: v for k, v in body.items() if k in ("status", "upSince", "uptime")},
+    )
+    if answer.status_code != 200 or body.get("status") != "Server available":
+        raise CheckFailed(
+            f"health_check: expected 200 'Server available', saw {answer.status_code} {body}"
+        )
+    return f"Server available, up {body.get('uptime', '?')}"
+
+
+@check(
+    "trace-pipeline",
+    title="spans over OTLP/HTTP and gRPC are accepted and exported, none fail",
+    name="accepted_and_sent",
+    exclusive=True,
+    timeout=30,
+)
+async def check_trace_pipeline(ctx: CheckContext[Collector]) -> str:
+    shared = _options(ctx).shared_traffic
+    before = await ctx.client.counters()
+    n = SPANS_PER_TRANSPORT
+    sent_http = [
+        otlp.ProbeSpan(
+            otlp.new_trace_id(), otlp.new_span_id(), f"pipeline-http-{i}", PROBE_SERVICE
+        ).finish()
+        for i in range(n)
+    ]
+    sent_grpc = [
+        otlp.ProbeSpan(
+            otlp.new_trace_id(), otlp.new_span_id(), f"pipeline-grpc-{i}", PROBE_SERVICE
+        ).finish()
+        for i in range(n)
+    ]
+    resource = {"stackprobe.run": ctx.run_id}
+    await otlp.export_http(
+        ctx.client.endpoint("otlp_http"), "traces", otlp.traces_request(sent_http, resource)
+    )
+    await otlp.export_grpc(
+        ctx.client.endpoint("otlp_grpc"), "traces", otlp.traces_request(sent_grpc, resource)
+    )
+    exporters = [e for e in by_label(before, "otelcol_exporter_sent_spans", "exporter") if e]
+
+    async def settled() -> dict[str, Any]:
+        after = await ctx.client.counters()
+        delta: dict[str, Any] = {
+            "accepted_http": total(after, "otelcol_receiver_accepted_spans", transport="http") - total(before, "otelcol_receiver_accepted_spans", transport="http"),
+            "accepted_grpc": total(after, "otelcol_receiver_accepted_spans", transport="grpc") - total(before, "otelcol_receiver_accepted_spans", transport="grpc"),
+            "refused": total(after, "otelcol_receiver_refused_spans") - total(before, "otelcol_receiver_refused_spans"),
+            "send_failed": total(after, "otelcol_exporter_send_failed_spans") - total(before, "otelcol_exporter_send_failed_spans"),
+        }  # fmt: skip
+        sent_now = by_label(after, "otelcol_exporter_sent_spans", "exporter")
+        names = exporters or [e for e in sent_now if e]
+        delta["sent"] = {
+            e: sent_now.get(e, 0.0)
+            - by_label(before, "otelcol_exporter_sent_spans", "exporter").get(e, 0.0)
+            for e in names
+        }
+        problems = [
+            p for p in (
+                _moved("accepted spans (http)", delta["accepted_http"], n, shared),
+                _moved("accepted spans (grpc)", delta["accepted_grpc"], n, shared),
+                *(_moved(f"sent spans ({e})", d, 2 * n, shared) for e, d in delta["sent"].items()),
+            ) if p
+        ]  # fmt: skip
+        if not names:
+            problems.append("no exporter reported otelcol_exporter_sent_spans")
+        if problems:
+            raise CheckFailed("; ".join(problems), counters=delta)
+        return delta
+
+    delta = await ctx.eventually(settled, timeout=15, interval=0.25, what="collector span counters")
+    ctx.evidence["counters"] = delta
+    if delta["send_failed"] or delta["refused"]:
+        raise CheckFailed(
+            f"send_failed spans moved by {delta['send_failed']:g}, refused by {delta['refused']:g}: expected 0"
+        )
+    return f"{2 * n} spans accepted ({n} http, {n} grpc) and sent by {', '.join(delta['sent'])}; 0 failed"
+
+
+@check(
+    "metrics-collection",
+    title="metric points over OTLP are accepted, none refused",
+    name="points_accepted",
+    exclusive=True,
+    timeout=20,
+)
+async def check_metrics_collection(ctx: CheckContext[Collector]) -> str:
+    shared = _options(ctx).shared_traffic
+    before = await ctx.client.counters()
+    for i in range(POINTS):
+        request = otlp.gauge_request(
+            "stackprobe_intake_probe",
+            float(i),
+            {"stackprobe_run": ctx.run_id, "point": str(i)},
+            PROBE_SERVICE,
+        )
+        await otlp.export_http(ctx.client.endpoint("otlp_http"), "metrics", request)
+
+    async def accepted() -> float:
+        after = await ctx.client.counters()
+        delta = total(after, "otelcol_receiver_accepted_metric_points") - total(
+            before, "otelcol_receiver_accepted_metric_points"
+        )
+        refused = total(after, "otelcol_receiver_refused_metric_points") - total(
+            before, "otelcol_receiver_refused_metric_points"
+        )
+        if refused:
+            raise CheckFailed(f"{refused:g} metric point(s) refused")
+        if problem := _moved("accepted metric points", delta, POINTS, shared):
+            raise CheckFailed(problem)
+        return delta
+
+    delta = await ctx.eventually(accepted, timeout=10, interval=0.25, what="accepted metric points")
+    ctx.evidence["accepted_points"] = delta
+    return f"{delta:g} metric points accepted over OTLP/HTTP, 0 refused"
+
+
+async def _prometheus(ctx: CheckContext[Any]) -> tuple[str, str]:
+    name = ctx.stack.link(ctx.service_name, "prometheus")
+    if not name or not ctx.stack.service(name).url:
+        raise CheckSkipped("no prometheus service linked (links.prometheus)")
+    return name, str(ctx.stack.service(name).url)
+
+
+@check(
+    "metrics-export",
+    title="a run-unique probe metric reaches Prometheus through the collector",
+    name="probe_metric_in_prometheus",
+    timeout=30,
+)
+async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
+    prom_name, prom_url = await _prometheus(ctx)
+    value = float(random.randint(1000, 999999))
+    request = otlp.gauge_request(
+        "stackprobe_probe_value", value, {"stackprobe_run": ctx.run_id}, PROBE_SERVICE
+    )
+    await otlp.export_http(ctx.client.endpoint("otlp_http"), "metrics", request)
+    sent = time.monotonic()
+    async with httpx.AsyncClient(base_url=prom_url, timeout=TIMEOUT) as http:
+        api = PrometheusAPI(http)
+        query = f'stackprobe_probe_value{{stackprobe_run="{ctx.run_id}"}}'
+
+        async def arrived() -> None:
+            seen = await api.scalar(query)
+            if seen != value:
+                raise CheckFailed(f"{query} = {seen}, expected {value:g}")
+
+        await ctx.eventually(arrived, timeout=20, interval=0.5, what=f"probe metric in {prom_name}")
+    took = time.monotonic() - sent
+    ctx.evidence.update(
+        query=query, value=value, visible_after_s=round(took, 3), prometheus=prom_name
+    )
+    return f"probe metric with value {value:g} queryable in {prom_name} after {took:.1f} s"
+
+
+@check(
+    "trace-metric-correlation",
+    title="span metrics carry an exemplar with the probe trace id, which resolves in the trace store",
+    name="exemplar_resolves",
+    timeout=45,
+)
+async def check_exemplar(ctx: CheckContext[Collector]) -> str:
+    _, prom_url = await _prometheus(ctx)
+    store_name = ctx.stack.link(ctx.service_name, "trace_store")
+    if not store_name:
+        raise CheckSkipped("no trace store linked (links.trace_store)")
+    ns = _options(ctx).span_metrics_namespace
+    trace_id = otlp.new_trace_id()
+    span = otlp.ProbeSpan(
+        trace_id, otlp.new_span_id(), "exemplar-probe", PROBE_SERVICE, kind=otlp.SPAN_KIND_SERVER
+    )
+    await otlp.export_http(
+        ctx.client.endpoint("otlp_http"),
+        "traces",
+        otlp.traces_request([span.finish()], {"stackprobe.run": ctx.run_id}),
+    )
+    start = time.time() - 60
+    sent = time.monotonic()
+    async with httpx.AsyncClient(base_url=prom_url, timeout=TIMEOUT) as http:
+        api = PrometheusAPI(http)
+        selector = (
+            f'{{service_name="{PROBE_SERVICE}",__name__=~"{ns}_(calls_total|duration.*_bucket)"}}'
+        )
+        series = await api.query(f"count({selector})")
+        if not series:
+
+            async def spanmetrics_exist() -> None:
+                if not await api.query(f"count({selector})"):
+                    raise CheckFailed(f"no span-metric series {selector}")
+
+            await ctx.eventually(
+                spanmetrics_exist, timeout=20, interval=0.5, what="span-metric series"
+            )
+
+        async def exemplar() -> dict[str, Any]:
+            data = await api.get(
+                "/api/v1/query_exemplars", query=selector, start=start, end=time.time() + 5
+            )
+            for series_data in data:
+                for ex in series_data.get("exemplars", []):
+                    if ex.get("labels", {}).get("trace_id") == trace_id:
+                        return {"series": series_data.get("seriesLabels", {}), "exemplar": ex}
+            total_ex = sum(len(s.get("exemplars", [])) for s in data)
+            raise CheckFailed(
+                f"{total_ex} exemplar(s) on the span metrics, none with trace_id {trace_id}"
+            )
+
+        found = await ctx.eventually(
+            exemplar, timeout=25, interval=0.5, what="exemplar with the probe trace id"
+        )
+    exemplar_after = time.monotonic() - sent
+    kind = known_kinds()[ctx.stack.service(store_name).kind]
+    async with kind.connect(Target(store_name, ctx.stack.service(store_name), ctx.stack)) as store:
+        trace_store: TraceStore = store
+
+        async def resolves() -> None:
+            if not await trace_store.get_trace(trace_id):
+                raise CheckFailed(f"trace {trace_id} from the exemplar is not in {store_name}")
+
+        await ctx.eventually(
+            resolves, timeout=15, interval=0.25, what=f"exemplar trace in {store_name}"
+        )
+    ctx.evidence.update(
+        trace_id=trace_id,
+        exemplar_after_s=round(exemplar_after, 2),
+        metric=found["series"].get("__name__"),
+        trace_store=store_name,
+    )
+    return f"exemplar with the probe trace id on {found['series'].get('__name__')} after {exemplar_after:.1f} s; trace found in {store_name}"  # fmt: skip

@@ -1,0 +1,162 @@
+"""Grafana Tempo 2.x as the trace store, through its HTTP API (port 3200).
+
+Shapes follow real Tempo 2.7.2 answers (API-NOTES.md): `/api/v2/traces/<id>` answers 200 with
+`{"trace":{}}` for a missing trace (older versions 404), ids inside traces are base64, search
+takes TraceQL in `q=` and returns hex `traceID`s, retention is
+`compactor.compaction.block_retention` in `/status/config`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import yaml
+
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.kinds import Kind, Target
+from stackprobe.services.tracestore import (
+    StoredSpan,
+    duration_s,
+    flatten_otlp_attributes,
+    raise_for_status,
+    register_checks,
+)
+
+TIMEOUT = 5.0
+
+
+def _hex(b64: str) -> str:
+    return base64.b64decode(b64).hex() if b64 else ""
+
+
+def spans_from_otlp_json(resource_spans: list[dict[str, Any]]) -> list[StoredSpan]:
+    """Spans of an OTLP JSON trace as Tempo returns it (base64 ids)."""
+    spans = []
+    for rs in resource_spans:
+        service = flatten_otlp_attributes(rs.get("resource", {}).get("attributes", [])).get(
+            "service.name", ""
+        )
+        for scope in rs.get("scopeSpans", []):
+            for s in scope.get("spans", []):
+                spans.append(
+                    StoredSpan(
+                        span_id=_hex(s.get("spanId", "")),
+                        parent_span_id=_hex(s.get("parentSpanId", "")),
+                        name=s.get("name", ""),
+                        service=str(service),
+                        attributes=flatten_otlp_attributes(s.get("attributes", [])),
+                    )
+                )
+    return spans
+
+
+def traceql_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class TempoStore:
+    """The TraceStore adapter for Tempo's HTTP API."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def ready(self) -> dict[str, Any]:
+        answer = await self.http.get("/ready")
+        if answer.status_code != 200:
+            raise CheckFailed(
+                f"GET /ready: expected 200, saw {answer.status_code}: {answer.text.strip()[:200]}"
+            )
+        info = await self.http.get("/api/status/buildinfo")
+        raise_for_status(info, "GET /api/status/buildinfo")
+        build = info.json()
+        return {"version": build.get("version") or None, "go_version": build.get("goVersion")}
+
+    async def get_trace(self, trace_id: str) -> list[StoredSpan] | None:
+        answer = await self.http.get(f"/api/v2/traces/{trace_id}")
+        if answer.status_code == 404:  # Tempo before 2.7
+            return None
+        raise_for_status(answer, f"GET /api/v2/traces/{trace_id}")
+        trace = answer.json().get("trace") or {}
+        if not trace.get("resourceSpans"):  # 2.7 answers 200 {"trace":{}} when not found
+            return None
+        return spans_from_otlp_json(trace["resourceSpans"])
+
+    async def find(
+        self, service: str, attr: tuple[str, str] | None, start_s: int, end_s: int
+    ) -> list[str]:
+        query = f"resource.service.name = {traceql_string(service)}"
+        if attr:
+            query += f" && span.{attr[0]} = {traceql_string(attr[1])}"
+        params: dict[str, str | int] = {
+            "q": "{ " + query + " }",
+            "start": start_s,
+            "end": end_s,
+            "limit": 50,
+        }
+        answer = await self.http.get("/api/search", params=params)
+        raise_for_status(answer, "GET /api/search")
+        return [t["traceID"] for t in answer.json().get("traces") or []]
+
+    async def service_names(self) -> list[str]:
+        answer = await self.http.get("/api/v2/search/tag/resource.service.name/values")
+        raise_for_status(answer, "GET /api/v2/search/tag/resource.service.name/values")
+        return [v["value"] for v in answer.json().get("tagValues") or []]
+
+    async def retention(self, ctx: CheckContext[Any]) -> str:
+        answer = await self.http.get("/status/config")
+        raise_for_status(answer, "GET /status/config")
+        try:
+            config = yaml.safe_load(answer.text) or {}
+            value = str(config["compactor"]["compaction"]["block_retention"])
+        except (yaml.YAMLError, KeyError, TypeError):
+            raise CheckFailed(
+                "/status/config has no compactor.compaction.block_retention"
+            ) from None
+        ctx.evidence["block_retention"] = value
+        expected = ctx.service.expectations.get("retention")
+        if expected is None:
+            raise CheckSkipped(
+                f"block_retention is {value}; set expectations.retention to check it"
+            )
+        ctx.evidence["expected"] = str(expected)
+        if duration_s(value) < duration_s(str(expected)):
+            raise CheckFailed(
+                f"block_retention: expected at least {expected} (expectations.retention), saw {value}"
+            )
+        return f"block_retention {value} meets the expected {expected}"
+
+
+@asynccontextmanager
+async def _connect(target: Target) -> AsyncIterator[TempoStore]:
+    assert target.config.url is not None  # validated: url is required
+    async with httpx.AsyncClient(base_url=target.config.url, timeout=TIMEOUT) as http:
+        yield TempoStore(http)
+
+
+async def _version(store: TempoStore) -> str | None:
+    version = (await store.ready()).get("version")
+    return str(version) if version else None
+
+
+async def _liveness(store: TempoStore) -> None:
+    answer = await store.http.get("/ready")
+    if answer.status_code != 200:
+        raise CheckFailed(f"GET /ready answered {answer.status_code}")
+
+
+KIND: Kind[TempoStore] = Kind(
+    name="tempo",
+    description="Grafana Tempo as the trace store: ingest, correlation, TraceQL search, retention",
+    capabilities=("readiness", "ingest", "correlation", "query", "retention"),
+    connect=_connect,
+    url_schemes=("http", "https"),
+    endpoints=("otlp_http", "otlp_grpc"),
+    links={"collector": "otel-collector"},
+    version=_version,
+    liveness=_liveness,
+)
+register_checks(KIND)
