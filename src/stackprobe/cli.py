@@ -239,15 +239,11 @@ def list_checks(
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
-    console = Console(highlight=False)
-    for k in kinds.values():
-        table = Table(title=f"{k.name}: {k.description}", title_justify="left", title_style="bold")
-        table.add_column("capability")
-        table.add_column("check")
-        table.add_column("what it proves")
+    for k in kinds.values():  # plain lines: grep-able, never truncated
+        print(f"{k.name}: {k.description}")
         for cap in k.capabilities:
-            checks = [c for c in k.checks if c.capability == cap]
-            for i, c in enumerate(checks):
+            print(f"  {cap}")
+            for c in (c for c in k.checks if c.capability == cap):
                 flags = "".join(
                     f" [{f}]"
                     for f, on in (
@@ -256,8 +252,7 @@ def list_checks(
                     )
                     if on
                 )
-                table.add_row(cap if i == 0 else "", c.id, c.title + flags)
-        console.print(table)
+                print(f"    {c.id}  {c.title}{flags}")
     return 0
 
 

@@ -18,7 +18,7 @@ def write_stack(tmp_path: Path, services: dict[str, object], name: str = "stackp
     return path
 
 
-def run_stack(path: Path, timeout: float | None = None, **selection: tuple[str, ...]) -> RunResult:
+def run_stack(path: Path, timeout: float | None = None, **selection: Any) -> RunResult:
     plan = make_plan(load_stack(path), Selection(**selection))  # type: ignore[arg-type]
     return asyncio.run(Runner(plan, timeout=timeout).run())
 

@@ -29,6 +29,8 @@ from stackprobe.services.prometheus import PrometheusAPI
 from stackprobe.services.tracestore import PROBE_SERVICE, TraceStore
 
 TIMEOUT = 5.0
+PIPELINE_TIMEOUT = 15.0  # batch processor + export; seconds in the sandbox
+EXPORT_TIMEOUT = 20.0  # scrape interval + span-metrics flush of a production Prometheus/collector
 SPANS_PER_TRANSPORT = 5
 POINTS = 4
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -230,7 +232,7 @@ async def check_trace_pipeline(ctx: CheckContext[Collector]) -> str:
             raise CheckFailed("; ".join(problems), counters=delta)
         return delta
 
-    delta = await ctx.eventually(settled, timeout=15, interval=0.25, what="collector span counters")
+    delta = await ctx.eventually(settled, timeout=PIPELINE_TIMEOUT, interval=0.25, what="collector span counters")
     ctx.evidence["counters"] = delta
     if delta["send_failed"] or delta["refused"]:
         raise CheckFailed(
@@ -272,7 +274,7 @@ async def check_metrics_collection(ctx: CheckContext[Collector]) -> str:
             raise CheckFailed(problem)
         return delta
 
-    delta = await ctx.eventually(accepted, timeout=10, interval=0.25, what="accepted metric points")
+    delta = await ctx.eventually(accepted, timeout=PIPELINE_TIMEOUT, interval=0.25, what="accepted metric points")
     ctx.evidence["accepted_points"] = delta
     return f"{delta:g} metric points accepted over OTLP/HTTP, 0 refused"
 
@@ -307,7 +309,7 @@ async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
             if seen != value:
                 raise CheckFailed(f"{query} = {seen}, expected {value:g}")
 
-        await ctx.eventually(arrived, timeout=20, interval=0.5, what=f"probe metric in {prom_name}")
+        await ctx.eventually(arrived, timeout=EXPORT_TIMEOUT, interval=0.5, what=f"probe metric in {prom_name}")
     took = time.monotonic() - sent
     ctx.evidence.update(
         query=query, value=value, visible_after_s=round(took, 3), prometheus=prom_name
@@ -351,7 +353,7 @@ async def check_exemplar(ctx: CheckContext[Collector]) -> str:
                     raise CheckFailed(f"no span-metric series {selector}")
 
             await ctx.eventually(
-                spanmetrics_exist, timeout=20, interval=0.5, what="span-metric series"
+                spanmetrics_exist, timeout=EXPORT_TIMEOUT, interval=0.5, what="span-metric series"
             )
 
         async def exemplar() -> dict[str, Any]:
@@ -368,7 +370,7 @@ async def check_exemplar(ctx: CheckContext[Collector]) -> str:
             )
 
         found = await ctx.eventually(
-            exemplar, timeout=25, interval=0.5, what="exemplar with the probe trace id"
+            exemplar, timeout=EXPORT_TIMEOUT, interval=0.5, what="exemplar with the probe trace id"
         )
     exemplar_after = time.monotonic() - sent
     kind = known_kinds()[ctx.stack.service(store_name).kind]
