@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,7 +20,7 @@ def write_stack(tmp_path: Path, services: dict[str, object], name: str = "stackp
 
 
 def run_stack(path: Path, timeout: float | None = None, **selection: Any) -> RunResult:
-    plan = make_plan(load_stack(path), Selection(**selection))  # type: ignore[arg-type]
+    plan = make_plan(load_stack(path), Selection(**selection))
     return asyncio.run(Runner(plan, timeout=timeout).run())
 
 

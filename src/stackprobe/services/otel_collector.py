@@ -232,7 +232,9 @@ async def check_trace_pipeline(ctx: CheckContext[Collector]) -> str:
             raise CheckFailed("; ".join(problems), counters=delta)
         return delta
 
-    delta = await ctx.eventually(settled, timeout=PIPELINE_TIMEOUT, interval=0.25, what="collector span counters")
+    delta = await ctx.eventually(
+        settled, timeout=PIPELINE_TIMEOUT, interval=0.25, what="collector span counters"
+    )
     ctx.evidence["counters"] = delta
     if delta["send_failed"] or delta["refused"]:
         raise CheckFailed(
@@ -274,7 +276,9 @@ async def check_metrics_collection(ctx: CheckContext[Collector]) -> str:
             raise CheckFailed(problem)
         return delta
 
-    delta = await ctx.eventually(accepted, timeout=PIPELINE_TIMEOUT, interval=0.25, what="accepted metric points")
+    delta = await ctx.eventually(
+        accepted, timeout=PIPELINE_TIMEOUT, interval=0.25, what="accepted metric points"
+    )
     ctx.evidence["accepted_points"] = delta
     return f"{delta:g} metric points accepted over OTLP/HTTP, 0 refused"
 
@@ -309,7 +313,9 @@ async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
             if seen != value:
                 raise CheckFailed(f"{query} = {seen}, expected {value:g}")
 
-        await ctx.eventually(arrived, timeout=EXPORT_TIMEOUT, interval=0.5, what=f"probe metric in {prom_name}")
+        await ctx.eventually(
+            arrived, timeout=EXPORT_TIMEOUT, interval=0.5, what=f"probe metric in {prom_name}"
+        )
     took = time.monotonic() - sent
     ctx.evidence.update(
         query=query, value=value, visible_after_s=round(took, 3), prometheus=prom_name
@@ -329,32 +335,31 @@ async def check_exemplar(ctx: CheckContext[Collector]) -> str:
     if not store_name:
         raise CheckSkipped("no trace store linked (links.trace_store)")
     ns = _options(ctx).span_metrics_namespace
-    trace_id = otlp.new_trace_id()
-    span = otlp.ProbeSpan(
-        trace_id, otlp.new_span_id(), "exemplar-probe", PROBE_SERVICE, kind=otlp.SPAN_KIND_SERVER
-    )
-    await otlp.export_http(
-        ctx.client.endpoint("otlp_http"),
-        "traces",
-        otlp.traces_request([span.finish()], {"stackprobe.run": ctx.run_id}),
-    )
+    sent_ids: list[str] = []
+
+    async def send_probe() -> None:
+        """A new probe span: span metrics carry exemplars only for spans of the last flush,
+        so a Prometheus that scrapes later than one flush after a span misses its exemplar."""
+        trace_id = otlp.new_trace_id()
+        span = otlp.ProbeSpan(
+            trace_id,
+            otlp.new_span_id(),
+            "exemplar-probe",
+            PROBE_SERVICE,
+            kind=otlp.SPAN_KIND_SERVER,
+        )
+        request = otlp.traces_request([span.finish()], {"stackprobe.run": ctx.run_id})
+        await otlp.export_http(ctx.client.endpoint("otlp_http"), "traces", request)
+        sent_ids.append(trace_id)
+
     start = time.time() - 60
     sent = time.monotonic()
+    await send_probe()
     async with httpx.AsyncClient(base_url=prom_url, timeout=TIMEOUT) as http:
         api = PrometheusAPI(http)
         selector = (
             f'{{service_name="{PROBE_SERVICE}",__name__=~"{ns}_(calls_total|duration.*_bucket)"}}'
         )
-        series = await api.query(f"count({selector})")
-        if not series:
-
-            async def spanmetrics_exist() -> None:
-                if not await api.query(f"count({selector})"):
-                    raise CheckFailed(f"no span-metric series {selector}")
-
-            await ctx.eventually(
-                spanmetrics_exist, timeout=EXPORT_TIMEOUT, interval=0.5, what="span-metric series"
-            )
 
         async def exemplar() -> dict[str, Any]:
             data = await api.get(
@@ -362,16 +367,19 @@ async def check_exemplar(ctx: CheckContext[Collector]) -> str:
             )
             for series_data in data:
                 for ex in series_data.get("exemplars", []):
-                    if ex.get("labels", {}).get("trace_id") == trace_id:
+                    if ex.get("labels", {}).get("trace_id") in sent_ids:
                         return {"series": series_data.get("seriesLabels", {}), "exemplar": ex}
             total_ex = sum(len(s.get("exemplars", [])) for s in data)
+            await send_probe()
             raise CheckFailed(
-                f"{total_ex} exemplar(s) on the span metrics, none with trace_id {trace_id}"
+                f"{len(data)} span-metric series with {total_ex} exemplar(s), none with one of the "
+                f"{len(sent_ids) - 1} probe trace id(s) sent"
             )
 
         found = await ctx.eventually(
-            exemplar, timeout=EXPORT_TIMEOUT, interval=0.5, what="exemplar with the probe trace id"
+            exemplar, timeout=EXPORT_TIMEOUT, interval=1.0, what="exemplar with a probe trace id"
         )
+    trace_id = str(found["exemplar"]["labels"]["trace_id"])
     exemplar_after = time.monotonic() - sent
     kind = known_kinds()[ctx.stack.service(store_name).kind]
     async with kind.connect(Target(store_name, ctx.stack.service(store_name), ctx.stack)) as store:

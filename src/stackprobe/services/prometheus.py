@@ -25,6 +25,7 @@ from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
 from stackprobe.kinds import Kind, Target
 
 TIMEOUT = 5.0
+UP_TIMEOUT = 10.0  # a Prometheus that just started has not scraped yet
 # identifiers in PromQL that are not metric names
 _PROMQL_WORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
@@ -164,7 +165,12 @@ async def check_targets(ctx: CheckContext[PrometheusAPI]) -> str:
     return f"{count} targets up in {len(jobs)} jobs"
 
 
-@check("query", title="instant and range queries evaluate correctly", name="instant_and_range")
+@check(
+    "query",
+    title="instant and range queries evaluate correctly",
+    name="instant_and_range",
+    timeout=20,
+)
 async def check_query(ctx: CheckContext[PrometheusAPI]) -> str:
     nonce = random.randint(1, 10**9)
     started = time.perf_counter()
@@ -175,9 +181,14 @@ async def check_query(ctx: CheckContext[PrometheusAPI]) -> str:
     now = await ctx.client.scalar("time()")
     if now is None or abs(now - time.time()) > 60:
         raise CheckFailed(f"time(): expected about {time.time():.0f}, saw {now}")
-    up = await ctx.client.query("up")
-    if not up:
-        raise CheckFailed("instant query `up` returned no series: nothing is scraped")
+
+    async def scraped() -> list[dict[str, Any]]:
+        series = await ctx.client.query("up")
+        if not series:
+            raise CheckFailed("instant query `up` returned no series: nothing is scraped")
+        return series
+
+    up = await ctx.eventually(scraped, timeout=UP_TIMEOUT, interval=0.5, what="`up` series")
     end = time.time()
     started = time.perf_counter()
     data = await ctx.client.get(
@@ -249,6 +260,7 @@ async def check_rules_healthy(ctx: CheckContext[PrometheusAPI]) -> str:
     title="no dead alert rule: every metric an alert reads has series",
     severity="warning",
     name="no_dead_rules",
+    timeout=20,
 )
 async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
     opts = PrometheusOptions.model_validate(ctx.service.options)
@@ -260,15 +272,24 @@ async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
         for r in g.get("rules", [])
         if r.get("type") == "alerting" and r.get("name") != canary
     ]
-    dead: dict[str, list[str]] = {}
-    for rule in alerts:
-        for selector in sorted(metric_selectors(rule["query"])):
-            if not await ctx.client.query(f"count({selector})"):
-                dead.setdefault(str(rule["name"]), []).append(selector)
+
+    async def none_dead() -> dict[str, list[str]]:
+        """Retried briefly: right after a (re)start the targets have not been scraped yet."""
+        dead: dict[str, list[str]] = {}
+        for rule in alerts:
+            for selector in sorted(metric_selectors(rule["query"])):
+                if not await ctx.client.query(f"count({selector})"):
+                    dead.setdefault(str(rule["name"]), []).append(selector)
+        ctx.evidence["dead"] = dead
+        if dead:
+            lines = [f"{alert} (no series for {', '.join(names)})" for alert, names in dead.items()]
+            raise CheckFailed(f"{len(dead)} alert rule(s) can never fire: " + "; ".join(lines))
+        return dead
+
+    dead = await ctx.eventually(
+        none_dead, timeout=UP_TIMEOUT, interval=1.0, what="series for every alert rule"
+    )
     ctx.evidence.update(alert_rules=len(alerts), dead=dead)
-    if dead:
-        lines = [f"{alert} (no series for {', '.join(names)})" for alert, names in dead.items()]
-        raise CheckFailed(f"{len(dead)} alert rule(s) can never fire: " + "; ".join(lines))
     return f"{len(alerts)} alert rule(s), each reads metrics that have series"
 
 

@@ -201,11 +201,20 @@ def prometheus_rules() -> dict[str, Any]:
                         "expr": 'sum by (job) (rate({__name__=~"otelcol_receiver_accepted_spans(_total)?"}[1m]))',
                     },
                     {
-                        "alert": "CollectorExportFailing",
-                        "expr": 'sum(rate({__name__=~"otelcol_exporter_send_failed_spans(_total)?"}[1m])) > 0',
+                        # queue size and capacity exist from start-up; send_failed appears only
+                        # after the first failure, which would make an alert on it a dead rule
+                        "alert": "CollectorExportQueueFilling",
+                        "expr": "max(otelcol_exporter_queue_size / otelcol_exporter_queue_capacity) > 0.8",
                         "for": "1m",
                         "labels": {"severity": "warning"},
-                        "annotations": {"summary": "the collector fails to export spans"},
+                        "annotations": {"summary": "the collector's export queue is filling up"},
+                    },
+                    {
+                        "alert": "CollectorDown",
+                        "expr": 'up{job="otelcol"} == 0',
+                        "for": "30s",
+                        "labels": {"severity": "critical"},
+                        "annotations": {"summary": "Prometheus cannot scrape the collector"},
                     },
                     {
                         "alert": CANARY_ALERT,
