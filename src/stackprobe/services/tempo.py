@@ -54,6 +54,26 @@ def spans_from_otlp_json(resource_spans: list[dict[str, Any]]) -> list[StoredSpa
     return spans
 
 
+def full_trace_id(text: str) -> str:
+    """A trace id as 32 lowercase hex digits (search answers drop leading zeros)."""
+    return text.lower().rjust(32, "0")
+
+
+def block_retention(config_text: str) -> str:
+    """`compactor.compaction.block_retention` from the body of Tempo's `/status/config`.
+
+    Tempo writes the request line and a document marker before the YAML ("GET /status/config",
+    "---", then the config), so the body is a stream of two documents: read the mapping.
+    """
+    try:
+        for document in yaml.safe_load_all(config_text):
+            if isinstance(document, dict) and "compactor" in document:
+                return str(document["compactor"]["compaction"]["block_retention"])
+    except (yaml.YAMLError, KeyError, TypeError):
+        pass
+    raise CheckFailed("/status/config has no compactor.compaction.block_retention")
+
+
 def traceql_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -99,7 +119,8 @@ class TempoStore:
         }
         answer = await self.http.get("/api/search", params=params)
         raise_for_status(answer, "GET /api/search")
-        return [t["traceID"] for t in answer.json().get("traces") or []]
+        # Tempo's search writes trace ids without their leading zeros (TraceIDToHexString)
+        return [full_trace_id(t["traceID"]) for t in answer.json().get("traces") or []]
 
     async def service_names(self) -> list[str]:
         answer = await self.http.get("/api/v2/search/tag/resource.service.name/values")
@@ -109,13 +130,7 @@ class TempoStore:
     async def retention(self, ctx: CheckContext[Any]) -> str:
         answer = await self.http.get("/status/config")
         raise_for_status(answer, "GET /status/config")
-        try:
-            config = yaml.safe_load(answer.text) or {}
-            value = str(config["compactor"]["compaction"]["block_retention"])
-        except (yaml.YAMLError, KeyError, TypeError):
-            raise CheckFailed(
-                "/status/config has no compactor.compaction.block_retention"
-            ) from None
+        value = block_retention(answer.text)
         ctx.evidence["block_retention"] = value
         expected = ctx.service.expectations.get("retention")
         if expected is None:
