@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,6 +31,12 @@ from stackprobe.kinds import Target
 from stackprobe.progress import LiveProgress
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
+from stackprobe.report.matrix import (
+    render_matrix_json,
+    render_matrix_markdown,
+    render_matrix_text,
+    stack_arg_for,
+)
 from stackprobe.results import RunResult
 from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Runner, Selection, make_plan
 from stackprobe.sandbox.manager import Sandbox, state_dir
@@ -105,6 +112,8 @@ class Format(StrEnum):
     text = "text"
     json = "json"
     junit = "junit"
+    html = "html"
+    markdown = "markdown"
 
 
 def _write(document: str, output: Path | None) -> None:
@@ -160,8 +169,17 @@ def run(
             help="Also run disruptive checks (sandbox, or services marked disruption: allowed).",
         ),
     ] = False,
+    fail_under: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-under",
+            min=0,
+            help="Exit 1 when coverage (percent of capabilities proven) is below PCT.",
+            metavar="PCT",
+        ),
+    ] = None,
 ) -> int:
-    """Run the checks of the stack and report. Exit 0 all passed, 1 a check failed or errored, 2 bad config or arguments, 130 interrupted."""
+    """Run the checks of the stack and report. Exit 0 all passed, 1 a check failed or errored (or coverage below --fail-under), 2 bad config or arguments, 130 interrupted."""
     stack = _stack(config, sandbox)
     selection = Selection(
         services=tuple(service or ()),
@@ -188,7 +206,18 @@ def run(
             f"{result.summary.skipped} skipped; coverage {result.coverage.percent:g}%; result saved to {saved}",
             markup=False,
         )
-    return result.exit_code
+    return _coverage_gate(result, fail_under, result.exit_code)
+
+
+def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> int:
+    """Exit 1 (unless already worse) with one stderr line when coverage is below the bar."""
+    if fail_under is None or result.coverage.percent >= fail_under or code == 130:
+        return code
+    print(
+        f"stackprobe: coverage {result.coverage.percent:g}% is below --fail-under {fail_under:g}%",
+        file=sys.stderr,
+    )
+    return max(code, 1)
 
 
 def save_result(result: RunResult) -> Path:
@@ -202,6 +231,68 @@ def save_result(result: RunResult) -> Path:
             f"warning: could not save the run result to {path}: {exc.strerror}", markup=False
         )
     return path
+
+
+class CoverageFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def latest_result() -> Path:
+    """The latest saved run: run ids start with their UTC start time, so names sort by age."""
+    runs = state_dir() / "runs"
+    found = sorted(runs.glob("*.json"), key=lambda p: (p.name[:16], p.stat().st_mtime_ns))
+    if not found:
+        raise ConfigError(
+            f"no saved run in {runs}: run `stackprobe run` first, or pass a RESULT.json"
+        )
+    return found[-1]
+
+
+@app.command()
+def coverage(
+    result_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[RESULT.json]",
+            help="A saved run result (default: the latest in <state dir>/runs/).",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("-c", "--config", help="Stack file to name in the suggested commands."),
+    ] = None,
+    fmt: Annotated[
+        CoverageFormat, typer.Option("--format", help="Output format.")
+    ] = CoverageFormat.text,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the matrix here, not stdout.")
+    ] = None,
+    fail_under: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-under",
+            min=0,
+            metavar="PCT",
+            help="Exit 1 when coverage is below PCT.",
+        ),
+    ] = None,
+) -> int:
+    """Print the coverage matrix of a saved run: services x capabilities (passed, failed, error, skipped, not run), percent per service and overall, and what to run to close each gap. Exit 0 printed, 1 coverage below --fail-under, 2 no saved run or the file is not a run result."""
+    result = RunResult.load(result_file or latest_result())
+    stack_arg = stack_arg_for(result, config)
+    if fmt is CoverageFormat.json:
+        document = render_matrix_json(result, stack_arg)
+    elif fmt is CoverageFormat.markdown:
+        document = render_matrix_markdown(result, stack_arg)
+    else:
+        color = _color(output)
+        width = max(100, shutil.get_terminal_size((120, 24)).columns) if color else 120
+        document = render_matrix_text(result, color=color, width=width, stack_arg=stack_arg)
+    _write(document, output)
+    return _coverage_gate(result, fail_under, 0)
 
 
 class ListFormat(StrEnum):

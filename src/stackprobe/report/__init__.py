@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stackprobe.report.html import render_html
 from stackprobe.report.json import render_json
 from stackprobe.report.junit import render_junit
+from stackprobe.report.markdown import render_markdown
 from stackprobe.report.text import render_text
 from stackprobe.results import RunResult
 
@@ -15,6 +17,8 @@ RENDERERS: dict[str, Renderer] = {
     "text": render_text,
     "json": render_json,
     "junit": render_junit,
+    "html": render_html,
+    "markdown": render_markdown,
 }
 
 __all__ = ["RENDERERS", "Renderer"]

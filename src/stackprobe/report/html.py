@@ -1,0 +1,330 @@
+"""One self-contained HTML file to share a run: no external assets, readable offline and printed.
+
+Summary, the coverage matrix as a heatmap, failures first with their evidence and the command
+that reruns them, results per service, check timings as an inline SVG bar chart, and the
+versions of the stack. Styles are inline CSS; the only script opens every evidence block
+before printing.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from stackprobe.check import Outcome, Severity
+from stackprobe.coverage import NOT_RUN
+from stackprobe.report.matrix import counts, gaps, kind_groups, stack_arg_for
+from stackprobe.results import CheckResult, RunResult
+
+COLORS = {  # (fill, text) per cell / outcome; also used by the SVG bars
+    "passed": ("#c9ecd2", "#0f5323"),
+    "failed": ("#f7c6c4", "#8a1512"),
+    "warning": ("#fbe3b0", "#6b4500"),
+    "error": ("#e6cdf3", "#5c1a7d"),
+    "skipped": ("#f2ecc6", "#5c5200"),
+    NOT_RUN: ("#e8e8e8", "#555555"),
+}
+BAR_COLORS = {
+    "passed": "#2f9e50",
+    "failed": "#d1302b",
+    "warning": "#d98b00",
+    "error": "#8e3bb8",
+    "skipped": "#b3a600",
+}
+_ORDER = {"failed": 0, "error": 1, "warning": 2, "skipped": 3, "passed": 4}
+MAX_BARS = 60
+
+CSS = (
+    """
+:root { --fg: #1d2026; --muted: #5d6470; --line: #d9dce1; --bg: #ffffff; --panel: #f6f7f9; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px 32px 48px; font: 14px/1.45 system-ui, -apple-system,
+  "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: var(--fg); background: var(--bg); }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 17px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 22px 0 6px; }
+code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+.meta { color: var(--muted); }
+.status { display: inline-block; padding: 2px 10px; border-radius: 4px; font-weight: 700;
+  color: #fff; vertical-align: middle; margin-left: 8px; font-size: 14px; }
+.status.ok { background: #2f9e50; } .status.failed { background: #d1302b; }
+.status.interrupted { background: #8e3bb8; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0 0; }
+.card { background: var(--panel); border: 1px solid var(--line); border-radius: 6px;
+  padding: 8px 16px; min-width: 110px; }
+.card b { display: block; font-size: 22px; }
+.card span { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+table { border-collapse: collapse; margin: 6px 0 14px; }
+th, td { border: 1px solid var(--line); padding: 5px 9px; text-align: left; vertical-align: top; }
+th { background: var(--panel); font-weight: 600; }
+table.heat td.cell { text-align: center; font-weight: 600; min-width: 92px; }
+table.heat th.svc { text-align: left; }
+table.heat td.pct { text-align: right; font-variant-numeric: tabular-nums; font-weight: 700; }
+"""
+    + "".join(
+        f".o-{name.replace(' ', '-')} {{ background: {fill}; color: {text}; }}\n"
+        for name, (fill, text) in COLORS.items()
+    )
+    + """
+.legend span { display: inline-block; padding: 1px 8px; margin-right: 6px; border-radius: 3px;
+  font-size: 12px; font-weight: 600; }
+.pill { display: inline-block; padding: 0 7px; border-radius: 3px; font-weight: 600; font-size: 12px; }
+table.results { width: 100%; }
+table.results td.time { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+table.results td.check { white-space: nowrap; }
+table.results td.outcome { width: 1%; white-space: nowrap; }
+.title { color: var(--muted); font-size: 12px; }
+.failure { border: 1px solid var(--line); border-left: 5px solid #d1302b; border-radius: 4px;
+  padding: 8px 12px; margin: 10px 0; background: #fff; page-break-inside: avoid; }
+.failure.error { border-left-color: #8e3bb8; } .failure.warning { border-left-color: #d98b00; }
+.failure p { margin: 4px 0; }
+pre { background: var(--panel); border: 1px solid var(--line); border-radius: 4px; padding: 8px;
+  margin: 6px 0; white-space: pre-wrap; word-break: break-word; }
+details summary { cursor: pointer; color: var(--muted); }
+.gaps li { margin: 3px 0; }
+svg.bars text { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 11px; fill: #1d2026; }
+footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
+@media print {
+  body { padding: 0; font-size: 11px; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  h2 { page-break-after: avoid; }
+  section { page-break-inside: auto; }
+  table, svg { page-break-inside: avoid; }
+  details summary { display: none; }
+  a { color: inherit; text-decoration: none; }
+}
+"""
+)
+
+PRINT_SCRIPT = (
+    'window.addEventListener("beforeprint",()=>'
+    'document.querySelectorAll("details").forEach(d=>d.open=true));'
+)
+
+
+def _label(r: CheckResult) -> str:
+    if r.outcome is Outcome.FAILED and r.severity is Severity.WARNING:
+        return "warning"
+    return r.outcome.value
+
+
+def _pill(label: str) -> str:
+    return f'<span class="pill o-{label.replace(" ", "-")}">{escape(label)}</span>'
+
+
+def _evidence(r: CheckResult) -> str:
+    return escape(json.dumps(r.evidence, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def render_html(result: RunResult, color: bool = False) -> str:
+    del color  # the document carries its own colours
+    s = result.summary
+    status = "interrupted" if result.interrupted else ("failed" if result.exit_code else "ok")
+    covered, total = counts(result)
+    stack_arg = stack_arg_for(result)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>stackprobe · {escape(result.stack)} · {status.upper()} · "
+        f"coverage {result.coverage.percent:g}%</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        "<header>",
+        f'<h1>stackprobe report: {escape(result.stack)}<span class="status {status}">'
+        f"{status.upper()}</span></h1>",
+        f'<div class="meta">run <code>{escape(result.run_id)}</code> · started '
+        f"{escape(result.started_at)} · {result.duration_s:.1f} s · stackprobe "
+        f"{escape(result.stackprobe)}</div>",
+        '<div class="cards">',
+        f'<div class="card"><b>{result.coverage.percent:g}%</b><span>coverage '
+        f"({covered}/{total})</span></div>",
+        *(
+            f'<div class="card o-{name}"><b>{count}</b><span>{name}</span></div>'
+            for name, count in (
+                ("passed", s.passed),
+                ("failed", s.failed),
+                ("error", s.error),
+                ("skipped", s.skipped),
+            )
+        ),
+        "</div>",
+        "</header>",
+        *_coverage(result, stack_arg),
+        *_failures(result, stack_arg),
+        *_services(result),
+        *_timings(result),
+        *_versions(result),
+        f"<footer>generated by stackprobe {escape(result.stackprobe)} from run "
+        f"{escape(result.run_id)}; self-contained, no external assets</footer>",
+        f"<script>{PRINT_SCRIPT}</script>",
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _coverage(result: RunResult, stack_arg: str) -> list[str]:
+    out = [
+        '<section id="coverage">',
+        f"<h2>Coverage matrix · {result.coverage.percent:g}%</h2>",
+        '<p class="legend">'
+        + "".join(
+            f'<span class="o-{c.replace(" ", "-")}">{escape(c)}</span>'
+            for c in ("passed", "failed", "error", "skipped", NOT_RUN)
+        )
+        + "</p>",
+    ]
+    for kind, names in kind_groups(result):
+        caps = list(result.coverage.services[names[0]].capabilities)
+        out.append(f'<table class="heat" data-kind="{escape(kind)}">')
+        out.append(
+            f'<tr><th class="svc">{escape(kind)}</th>'
+            + "".join(f"<th>{escape(c)}</th>" for c in caps)
+            + "<th>coverage</th></tr>"
+        )
+        for name in names:
+            cov = result.coverage.services[name]
+            cells = "".join(
+                f'<td class="cell o-{cell.replace(" ", "-")}" title="{escape(name)} '
+                f'{escape(cap)}: {escape(cell)}">{escape(cell)}</td>'
+                for cap in caps
+                for cell in [cov.capabilities.get(cap, NOT_RUN)]
+            )
+            out.append(
+                f'<tr><th class="svc">{escape(name)}</th>{cells}'
+                f'<td class="pct">{cov.percent:g}%</td></tr>'
+            )
+        out.append("</table>")
+    found = gaps(result, stack_arg)
+    if found:
+        out.append(f"<h3>Gaps ({len(found)}): what to run to close them</h3>")
+        out.append('<ul class="gaps">')
+        for gap in found:
+            command = f"<br><code>{escape(gap.command)}</code>" if gap.command else ""
+            out.append(
+                f"<li><b>{escape(gap.service)}</b> <code>{escape(gap.capability)}</code> "
+                f"{_pill(gap.cell)} {escape(gap.detail)}{command}</li>"
+            )
+        out.append("</ul>")
+    out.append("</section>")
+    return out
+
+
+def _failures(result: RunResult, stack_arg: str) -> list[str]:
+    bad = sorted(
+        (r for r in result.results if r.outcome in (Outcome.FAILED, Outcome.ERROR)),
+        key=lambda r: _ORDER[_label(r)],
+    )
+    out = ['<section id="failures">', f"<h2>Failures and errors ({len(bad)})</h2>"]
+    if not bad:
+        out.append("<p>No check failed or errored.</p>")
+    for r in bad:
+        label = _label(r)
+        out += [
+            f'<div class="failure {label}">',
+            f'<p>{_pill(label)} <b class="mono">{escape(r.check)}</b> on '
+            f"<b>{escape(r.service)}</b> ({escape(r.kind)}) · {r.duration_s:.2f} s</p>",
+            f'<p class="title">{escape(r.title)}</p>',
+            f"<p>{escape(r.message)}</p>",
+            f"<pre>{_evidence(r)}</pre>" if r.evidence else "",
+            f"<p>rerun: <code>stackprobe run {escape(stack_arg)} --service "
+            f"{escape(r.service)} --capability {escape(r.capability)}</code></p>",
+            "</div>",
+        ]
+    out.append("</section>")
+    return out
+
+
+def _services(result: RunResult) -> list[str]:
+    out = ['<section id="services">', "<h2>Results by service</h2>"]
+    for name, info in result.services.items():
+        rows = sorted(
+            (r for r in result.results if r.service == name), key=lambda r: _ORDER[_label(r)]
+        )
+        cov = result.coverage.services.get(name)
+        version = f" {info.version}" if info.version else ""
+        pct = f" · coverage {cov.percent:g}%" if cov else ""
+        out.append(f'<h3 id="svc-{escape(name)}">{escape(name)} ({escape(info.kind)}'
+                   f"{escape(version)}){pct}</h3>")  # fmt: skip
+        if not rows:
+            out.append("<p>No check ran on this service.</p>")
+            continue
+        out.append('<table class="results">')
+        out.append(
+            "<tr><th>outcome</th><th>check</th><th>time</th><th>message and evidence</th></tr>"
+        )
+        for r in rows:
+            evidence = (
+                f"<details{' open' if r.outcome in (Outcome.FAILED, Outcome.ERROR) else ''}>"
+                f"<summary>evidence</summary><pre>{_evidence(r)}</pre></details>"
+                if r.evidence
+                else ""
+            )
+            out.append(
+                f'<tr><td class="outcome">{_pill(_label(r))}</td>'
+                f'<td class="check"><span class="mono">{escape(r.check)}</span><br>'
+                f'<span class="title">{escape(r.title)}</span></td>'
+                f'<td class="time">{r.duration_s:.2f} s</td>'
+                f"<td>{escape(r.message)}{evidence}</td></tr>"
+            )
+        out.append("</table>")
+    out.append("</section>")
+    return out
+
+
+def _timings(result: RunResult) -> list[str]:
+    timed = sorted(
+        (r for r in result.results if r.outcome is not Outcome.SKIPPED),
+        key=lambda r: (-r.duration_s, r.check, r.service),
+    )
+    out = ['<section id="timings">', "<h2>Timings</h2>"]
+    if not timed:
+        return [*out, "<p>No check ran.</p>", "</section>"]
+    shown = timed[:MAX_BARS]
+    label_w, bar_w, row_h, top = 360, 330, 20, 6
+    longest = max(r.duration_s for r in shown) or 1.0
+    height = top + row_h * len(shown) + 6
+    width = label_w + bar_w + 80
+    out.append(
+        f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'aria-label="check durations in seconds, longest first">'
+    )
+    for i, r in enumerate(shown):
+        y = top + i * row_h
+        w = max(1.0, bar_w * r.duration_s / longest)
+        label = f"{r.check} [{r.service}]"
+        if len(label) > 52:
+            label = label[:51] + "…"
+        out.append(
+            f"<g><title>{escape(r.check)} [{escape(r.service)}]: {r.duration_s:.3f} s "
+            f"({escape(_label(r))})</title>"
+            f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end">{escape(label)}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" rx="2" '
+            f'fill="{BAR_COLORS[_label(r)]}"/>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 14}">{r.duration_s:.2f} s</text></g>'
+        )
+    out.append("</svg>")
+    if len(timed) > len(shown):
+        out.append(f"<p>{len(timed) - len(shown)} shorter checks not shown.</p>")
+    out.append("</section>")
+    return out
+
+
+def _versions(result: RunResult) -> list[str]:
+    out = [
+        '<section id="stack">',
+        "<h2>Stack</h2>",
+        "<table><tr><th>service</th><th>kind</th><th>version</th></tr>",
+    ]
+    for name, info in result.services.items():
+        out.append(
+            f"<tr><td>{escape(name)}</td><td>{escape(info.kind)}</td>"
+            f"<td>{escape(info.version or 'unknown')}</td></tr>"
+        )
+    out += ["</table>", "</section>"]
+    return out
