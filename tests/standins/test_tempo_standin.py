@@ -414,12 +414,14 @@ def test_not_found_answers_every_lookup_as_missing(tempo: TempoStandin, http: ht
 def test_lags_delay_visibility_by_id_and_by_search() -> None:
     span = otlp.ProbeSpan(otlp.new_trace_id(), otlp.new_span_id(), "late", "svc-late").finish()
     q = {"q": '{ resource.service.name = "svc-late" }'}
-    with TempoStandin(id_lag_s=0.2, search_lag_s=0.4) as tempo, httpx.Client(base_url=tempo.url) as http:  # fmt: skip
+    standin = TempoStandin(id_lag_s=0.3, search_lag_s=1.0)
+    with standin as tempo, httpx.Client(base_url=tempo.url) as http:
         push(tempo, otlp.traces_request([span]))
+        pushed = time.monotonic()
         assert http.get(f"/api/v2/traces/{span.trace_id}").json() == {"trace": {}}
         assert http.get("/api/search", params=q).json()["traces"] == []
-        time.sleep(0.25)
+        time.sleep(max(0.0, pushed + 0.35 - time.monotonic()))
         assert _spans(http.get(f"/api/v2/traces/{span.trace_id}"))[0]["name"] == "late"
         assert http.get("/api/search", params=q).json()["traces"] == []
-        time.sleep(0.2)
+        time.sleep(max(0.0, pushed + 1.05 - time.monotonic()))
         assert len(http.get("/api/search", params=q).json()["traces"]) == 1
