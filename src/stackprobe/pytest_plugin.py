@@ -46,7 +46,7 @@ from stackprobe.catalog import known_kinds
 from stackprobe.check import CheckContext, CheckSpec, Outcome, Severity
 from stackprobe.config import Stack, find_stack_file, load_stack
 from stackprobe.coverage import compute as compute_coverage
-from stackprobe.errors import ConfigError
+from stackprobe.errors import ConfigError, ServiceError
 from stackprobe.explain import explain
 from stackprobe.ids import namespace, new_run_id
 from stackprobe.kinds import Kind, Target
@@ -650,25 +650,26 @@ def _pick_service(request: pytest.FixtureRequest, stack: Stack, fixture: str) ->
     return candidates[0]
 
 
-def _open_handle(
-    request: pytest.FixtureRequest,
-    stack: Stack,
-    fixture: str,
-    handle_type: type[ServiceHandle[Any]],
+@contextlib.contextmanager
+def open_service(
+    stack: Stack, name: str, run_id: str | None = None
 ) -> Iterator[ServiceHandle[Any]]:
-    name = _pick_service(request, stack, fixture)
+    """One service of `stack` as a handle: connected with its kind's `connect()`, proven alive
+    with its `liveness()`, cleanups run and everything closed on exit. A service that cannot
+    be used raises ServiceError with a one-line, redacted cause.
+
+        with open_service(stack, "discovery") as consul:
+            assert consul.http.get("/v1/status/leader").json()
+    """
     svc = stack.service(name)
     kind: Kind[Any] = known_kinds()[svc.kind]
-    try:
-        stack.require_secrets([name])
-    except ConfigError as exc:
-        pytest.fail(f"stackprobe: {exc}", pytrace=False)
-    state = _state(request.config)
-    run_id = state.run_id
+    stack.require_secrets([name])
+    run_id = run_id or new_run_id()
     redactor = Redactor(stack.secrets())
     loop = asyncio.new_event_loop()
     exits = AsyncExitStack()
     handle: ServiceHandle[Any] | None = None
+    problems: list[str] = []
     try:
 
         async def connect() -> Any:
@@ -681,10 +682,10 @@ def _open_handle(
         unusable = ""
         try:
             client = loop.run_until_complete(connect())
-        except Exception as exc:  # noqa: BLE001 - becomes one line on the test
+        except Exception as exc:  # noqa: BLE001 - becomes one line for a person
             unusable = redactor.text(f"{name} ({svc.kind}) is not usable: {explain(exc)}")
-        if unusable:  # failed outside the except block: no chained tracebacks on the test
-            pytest.fail(unusable, pytrace=False)
+        if unusable:  # raised outside the except block: no chained tracebacks
+            raise ServiceError(unusable)
         common: dict[str, Any] = {
             "service_name": name,
             "service": svc,
@@ -694,7 +695,7 @@ def _open_handle(
             "kind": svc.kind,
             "loop": loop,
         }
-        if handle_type is RedisHandle:
+        if svc.kind == "redis":
             sync_client = sync_redis.Redis.from_url(
                 svc.url or "",
                 username=svc.username,
@@ -704,10 +705,9 @@ def _open_handle(
             )
             handle = RedisHandle(client=sync_client, aclient=client, **common)
         else:
-            handle = handle_type(client=client, **common)
+            handle = ServiceHandle(client=client, **common)
         yield handle
     finally:
-        problems: list[str] = []
         if handle is not None:
             problems = loop.run_until_complete(handle.run_cleanups(CLEANUP_TIMEOUT))
             if isinstance(handle, RedisHandle):
@@ -717,17 +717,31 @@ def _open_handle(
         loop.run_until_complete(exits.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-        if problems:
-            pytest.fail(redactor.text("; ".join(problems)), pytrace=False)
+    if problems:
+        raise ServiceError(redactor.text("; ".join(problems)))
 
 
-def _handle_fixture(fixture: str, handle_type: type[ServiceHandle[Any]]) -> Any:
+def _open_handle(
+    request: pytest.FixtureRequest, stack: Stack, fixture: str
+) -> Iterator[ServiceHandle[Any]]:
+    name = _pick_service(request, stack, fixture)
+    failure = ""
+    try:
+        with open_service(stack, name, _state(request.config).run_id) as handle:
+            yield handle
+    except (ServiceError, ConfigError) as exc:
+        failure = str(exc)
+    if failure:  # a one-line failure of the test's setup or teardown, without chained tracebacks
+        pytest.fail(failure, pytrace=False)
+
+
+def _handle_fixture(fixture: str) -> Any:
     kinds = " or ".join(FIXTURE_KINDS[fixture])
 
     def fixture_fn(
         request: pytest.FixtureRequest, stackprobe_stack: Stack
     ) -> Iterator[ServiceHandle[Any]]:
-        yield from _open_handle(request, stackprobe_stack, fixture, handle_type)
+        yield from _open_handle(request, stackprobe_stack, fixture)
 
     fixture_fn.__name__ = fixture
     fixture_fn.__doc__ = (
@@ -737,13 +751,13 @@ def _handle_fixture(fixture: str, handle_type: type[ServiceHandle[Any]]) -> Any:
     return pytest.fixture(name=fixture)(fixture_fn)
 
 
-redis_client = _handle_fixture("redis_client", RedisHandle)
-consul_client = _handle_fixture("consul_client", ServiceHandle)
-arango_db = _handle_fixture("arango_db", ServiceHandle)
-trace_store = _handle_fixture("trace_store", ServiceHandle)
-prometheus_api = _handle_fixture("prometheus_api", ServiceHandle)
-grafana_api = _handle_fixture("grafana_api", ServiceHandle)
-otel_collector = _handle_fixture("otel_collector", ServiceHandle)
+redis_client = _handle_fixture("redis_client")
+consul_client = _handle_fixture("consul_client")
+arango_db = _handle_fixture("arango_db")
+trace_store = _handle_fixture("trace_store")
+prometheus_api = _handle_fixture("prometheus_api")
+grafana_api = _handle_fixture("grafana_api")
+otel_collector = _handle_fixture("otel_collector")
 
 
 __all__ = [
@@ -751,4 +765,5 @@ __all__ = [
     "RedisHandle",
     "ServiceHandle",
     "marker_name",
+    "open_service",
 ]
