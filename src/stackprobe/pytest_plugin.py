@@ -512,6 +512,8 @@ class _SessionHooks:
         writer = self.config.get_terminal_writer()
         terminalreporter.section("stackprobe coverage")
         stack_arg = f"-c {state.stack_file}" if state.stack_file else None
+        if self.config.getoption("stackprobe_sandbox"):
+            stack_arg = "--sandbox"
         text = render_matrix_text(
             result, color=writer.hasmarkup, width=max(100, writer.fullwidth), stack_arg=stack_arg
         )
