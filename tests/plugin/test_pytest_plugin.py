@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -313,3 +314,38 @@ def test_xdist_workers_share_one_stack_and_the_controller_prints_one_matrix(
     output = result.stdout.str()
     assert output.count("stackprobe coverage") == 1
     assert matrix_row(output, "cache") == ["passed"] * 3 + ["not run", "passed", "passed", "83.3%"]
+
+
+def test_xdist_service_lock_keeps_an_exclusive_check_alone(tmp_path: Path) -> None:
+    """On xdist workers, an exclusive check waits for the shared ones on its service, and back."""
+    import threading
+    import time
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from stackprobe.pytest_plugin import _service_lock
+
+    worker = cast(Any, SimpleNamespace(workerinput={"stackprobe_run_id": "r"}))
+    run_id = f"test-{tmp_path.name}"
+    events: list[str] = []
+
+    def exclusive() -> None:
+        with _service_lock(worker, run_id, "cache", exclusive=True):
+            events.append("exclusive in")
+            time.sleep(0.3)
+            events.append("exclusive out")
+
+    with _service_lock(worker, run_id, "cache", exclusive=False):
+        thread = threading.Thread(target=exclusive)
+        thread.start()
+        time.sleep(0.3)
+        assert events == []  # held back while a shared check runs
+        with _service_lock(worker, run_id, "other", exclusive=True):
+            pass  # another service is not blocked
+    time.sleep(0.1)
+    with _service_lock(worker, run_id, "cache", exclusive=False):
+        events.append("shared in")  # waits until the exclusive one is out
+    thread.join(5)
+    assert events == ["exclusive in", "exclusive out", "shared in"]
+    for lock in Path(tempfile.gettempdir()).glob(f"stackprobe-{run_id}-*.lock"):
+        lock.unlink()
