@@ -31,6 +31,7 @@ DESIGN_CAPABILITIES = {
         "persistence",
     ),
     "celery": ("workers",),
+    "arangodb": ("connectivity", "metadata-storage", "graph-relationships", "query-performance"),
 }
 
 
