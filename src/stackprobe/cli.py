@@ -24,6 +24,7 @@ from rich.table import Table
 
 from stackprobe import __version__
 from stackprobe.catalog import known_kinds
+from stackprobe.compose.commands import compose_app, discover_command
 from stackprobe.config import Stack, find_stack_file, load_stack
 from stackprobe.errors import ConfigError, StackprobeError
 from stackprobe.explain import explain
@@ -59,6 +60,8 @@ sandbox_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(compose_app, name="compose")
+app.command("discover")(discover_command)
 
 _debug = False
 
