@@ -410,6 +410,85 @@ async def _clean(stack: Stack, cutoff: datetime) -> int:
     return problems
 
 
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    sandbox: SandboxOpt = False,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0 picks a free one).")
+    ] = 8765,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between liveness probes.")
+    ] = 1.0,
+    full_interval: Annotated[
+        float,
+        typer.Option(
+            "--full-interval", min=1, help="Seconds between full (non-disruptive) check runs."
+        ),
+    ] = 60.0,
+    probe_timeout: Annotated[
+        float, typer.Option("--probe-timeout", min=0.05, help="Liveness probe timeout.")
+    ] = 0.5,
+    down_after: Annotated[
+        int, typer.Option("--down-after", min=1, help="Failed probes in a row before down.")
+    ] = 2,
+    up_after: Annotated[
+        int, typer.Option("--up-after", min=1, help="Successful probes in a row before up again.")
+    ] = 2,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0, help="Start-up seconds whose failures do not count.")
+    ] = 5.0,
+    retention: Annotated[
+        str, typer.Option("--retention", help="History kept in SQLite (90s, 30m, 1h, 7d).")
+    ] = "7d",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="STACKPROBE_TOKEN", help="Bearer token; required beyond loopback."
+        ),
+    ] = None,
+) -> int:
+    """Live health monitor: page, JSON API, /metrics, /healthz. Exit 130 after Ctrl-C, 2 bad config or a non-loopback --host without --token."""
+    from stackprobe.monitor.core import Monitor
+    from stackprobe.monitor.history import History
+    from stackprobe.monitor.server import (
+        MonitorServer,
+        require_token_beyond_loopback,
+        serve_until_stopped,
+    )
+    from stackprobe.monitor.state import Policy
+
+    require_token_beyond_loopback(host, token)
+    stack = _stack(config, sandbox)
+    stack.require_secrets(list(stack.services))
+    history = History(
+        state_dir() / "monitor" / "history.sqlite", parse_duration(retention).total_seconds()
+    )
+    monitor = Monitor(
+        stack,
+        history,
+        policy=Policy(down_after=down_after, up_after=up_after, grace_s=grace),
+        interval=interval,
+        full_interval=full_interval,
+        probe_timeout=probe_timeout,
+    )
+    server = MonitorServer(monitor, host, port, token)
+    console = err_console()
+
+    def announce(bound: MonitorServer) -> None:
+        where = f"http://{bound.host}:{bound.port}/"
+        console.print(
+            f"stackprobe serve: {where} (API {where}api/status, {where}metrics); Ctrl-C stops",
+            markup=False,
+        )
+
+    try:
+        return asyncio.run(serve_until_stopped(monitor, server, announce))
+    finally:
+        history.close()
+
+
 @sandbox_app.command("up")
 def sandbox_up() -> int:
     """Start the sandbox's services (only those not running) and write its stack file. Exit 0 ready, 1 a service did not start, 2 a binary is missing."""

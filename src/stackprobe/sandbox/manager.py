@@ -236,12 +236,11 @@ def _free_port(taken: set[int]) -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Nobody listens on the port. (A bind test would also fail on TIME_WAIT connections
+    left by clients of a service that just died, and move the service to a new port.)"""
     with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def _start_time(pid: int) -> str | None:

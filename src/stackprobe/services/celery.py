@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -27,10 +27,12 @@ from stackprobe.kinds import Kind, Target
 from stackprobe.urls import with_credentials
 
 PING_TIMEOUT = 1.0
+LIVENESS_PING_TIMEOUT = 0.3
 RESULT_TTL_S = 120  # result keys expire even when a killed run cannot delete them
 TASK_EXPIRES_S = 30  # a probe task nobody picked up in time is discarded by the worker
 REPLY_EXCHANGE = "reply.celery.pidbox"
 BINDING_DEADLINES = "_kombu.binding_deadlines"
+_UNSET = object()
 T = TypeVar("T")
 _LOCKS: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
@@ -57,6 +59,10 @@ class CeleryClient:
     broker_url: str
     backend_url: str
     queue: str
+    _liveness_deadline: float | object | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._liveness_deadline = _UNSET
 
     async def broadcast(self, call: Callable[[], T]) -> T:
         """Run one control broadcast (ping, inspect) and remove the bookkeeping it causes.
@@ -75,10 +81,31 @@ class CeleryClient:
             finally:
                 await self._forget_replies(before)
 
-    async def ping(self) -> dict[str, Any]:
-        """Live workers as {name: reply}; empty when nobody answers within PING_TIMEOUT."""
-        replies = await self.broadcast(lambda: self.app.control.ping(timeout=PING_TIMEOUT))
+    async def ping(self, timeout: float = PING_TIMEOUT) -> dict[str, Any]:
+        """Live workers as {name: reply}; empty when nobody answers within `timeout`."""
+        replies = await self.broadcast(lambda: self.app.control.ping(timeout=timeout))
         return {name: reply for item in replies or [] for name, reply in item.items()}
+
+    async def alive(self) -> bool:
+        """Monitor liveness: one ping, returning at the first reply (a few ms on a live worker).
+
+        It does not take the broadcast lock (a full run may hold it for seconds) and does not
+        clean up per call: the reply binding it creates is the same on every call (one app,
+        one oid), and is removed once, with the deadline entry, when the client closes.
+        """
+        if self._liveness_deadline is _UNSET:
+            async with _redis(self.broker_url) as client:
+                self._liveness_deadline = await client.zscore(BINDING_DEADLINES, REPLY_EXCHANGE)
+        replies = await asyncio.to_thread(
+            self.app.control.ping, timeout=LIVENESS_PING_TIMEOUT, limit=1
+        )
+        return bool(replies)
+
+    async def close(self) -> None:
+        if self._liveness_deadline is not _UNSET:
+            before = self._liveness_deadline
+            await self._forget_replies(before if isinstance(before, float) else None)
+        self.app.close()
 
     async def consumers(self, queue: str) -> list[str]:
         """Workers that consume `queue` right now."""
@@ -167,7 +194,7 @@ async def _connect(target: Target) -> AsyncIterator[CeleryClient]:
     try:
         yield client
     finally:
-        client.app.close()
+        await client.close()
 
 
 async def _version(client: CeleryClient) -> str | None:
@@ -182,7 +209,8 @@ async def _version(client: CeleryClient) -> str | None:
 
 
 async def _liveness(client: CeleryClient) -> None:
-    if not await client.ping():
+    """Cheap enough for the monitor's 0.5 s probe budget: a local worker answers in ms."""
+    if not await client.alive():
         raise CheckFailed("no Celery worker answered ping")
 
 

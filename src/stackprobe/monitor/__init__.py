@@ -1,0 +1,1 @@
+"""The live health monitor behind `stackprobe serve`: probing, state, history, page, API."""

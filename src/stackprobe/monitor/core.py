@@ -1,0 +1,175 @@
+"""The monitor: cheap liveness probes every interval, the full non-disruptive suite every
+full interval, both on the same catalog and engine as `stackprobe run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from stackprobe.catalog import known_kinds
+from stackprobe.check import Outcome
+from stackprobe.config import Stack
+from stackprobe.explain import explain
+from stackprobe.kinds import Kind, Target
+from stackprobe.monitor.history import History
+from stackprobe.monitor.state import Policy, ServiceStatus, Tracker, evaluate
+from stackprobe.redact import Redactor
+from stackprobe.results import RunResult
+from stackprobe.runner import Runner, Selection, make_plan
+
+SPARKLINE_POINTS = 60
+
+
+@dataclass
+class Monitor:
+    stack: Stack
+    history: History
+    policy: Policy = field(default_factory=Policy)
+    interval: float = 1.0
+    full_interval: float = 60.0
+    probe_timeout: float = 0.5
+    kinds: dict[str, Kind[Any]] = field(default_factory=known_kinds)
+    latest_run: RunResult | None = None
+    ready: bool = False
+    rounds: int = 0
+
+    def __post_init__(self) -> None:
+        now = time.time()
+        self.trackers = {name: Tracker(self.policy, started_at=now) for name in self.stack.services}
+        self.redactor = Redactor(self.stack.secrets())
+        self._clients: dict[str, Any] = {}
+        self._exits = AsyncExitStack()
+
+    # --- probing -----------------------------------------------------------------------------
+
+    async def _client(self, name: str) -> Any:
+        """One client per service for the monitor's lifetime (clients reconnect by themselves)."""
+        if name not in self._clients:
+            svc = self.stack.service(name)
+            kind = self.kinds[svc.kind]
+            self._clients[name] = await self._exits.enter_async_context(
+                kind.connect(Target(name, svc, self.stack))
+            )
+        return self._clients[name]
+
+    async def probe(self, name: str) -> tuple[bool, float | None, str]:
+        """(ok, latency in ms, one-line error) of one liveness probe, bounded by probe_timeout."""
+        kind = self.kinds[self.stack.service(name).kind]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.probe_timeout):
+                client = await self._client(name)
+                if kind.liveness is not None:
+                    await kind.liveness(client)
+        except TimeoutError:
+            return False, None, f"no answer within {self.probe_timeout:g} s"
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed probe with its cause
+            return False, None, self.redactor.text(explain(exc))
+        return True, round((time.perf_counter() - started) * 1000, 3), ""
+
+    async def probe_round(self) -> None:
+        names = list(self.stack.services)
+        outcomes = await asyncio.gather(*(self.probe(n) for n in names))
+        now = time.time()
+        for name, (ok, latency, error) in zip(names, outcomes, strict=True):
+            self.history.record(name, ok, latency, error, ts=now)
+            self.trackers[name].observe(
+                ok, now, latency / 1000 if latency is not None else None, error
+            )
+        self.rounds += 1
+        self.ready = True
+
+    async def full_run(self) -> RunResult:
+        """The full non-disruptive suite (disruptive checks are never planned here)."""
+        plan = make_plan(self.stack, Selection(allow_disruption=False))
+        result = await Runner(plan, kinds=self.kinds).run()
+        self.latest_run = result
+        self.history.record_run(result.run_id, result.to_json())
+        return result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Probe every `interval` and run the suite every `full_interval` until `stop` is set."""
+
+        async def probing() -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                await self.probe_round()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        stop.wait(), max(0.0, self.interval - (time.monotonic() - started))
+                    )
+
+        async def full_runs() -> None:
+            while not stop.is_set():
+                await self.full_run()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.full_interval)
+
+        try:
+            await asyncio.gather(probing(), full_runs())
+        finally:
+            await self._exits.aclose()
+
+    # --- what the API and page show --------------------------------------------------------
+
+    def failing_capabilities(self) -> dict[str, list[str]]:
+        if self.latest_run is None:
+            return {}
+        failing: dict[str, list[str]] = {}
+        for name, cov in self.latest_run.coverage.services.items():
+            bad = [
+                cap
+                for cap, cell in cov.capabilities.items()
+                if cell in (Outcome.FAILED, Outcome.ERROR)
+            ]
+            if bad:
+                failing[name] = bad
+        return failing
+
+    def statuses(self) -> dict[str, ServiceStatus]:
+        depends = {n: list(s.depends_on) for n, s in self.stack.services.items()}
+        return evaluate(self.trackers, depends, self.failing_capabilities(), time.time())
+
+    def service_view(self, name: str, status: ServiceStatus) -> dict[str, Any]:
+        tracker = self.trackers[name]
+        svc = self.stack.service(name)
+        recent = self.history.recent(name, SPARKLINE_POINTS)
+        return {
+            "name": name,
+            "kind": svc.kind,
+            "state": status.state.value,
+            "alive": status.alive,
+            "reason": self.redactor.text(status.reason),
+            "impacted_by": list(status.impacted_by),
+            "depends_on": list(svc.depends_on),
+            "latency_ms": round(tracker.last_latency_s * 1000, 3)
+            if tracker.last_latency_s is not None
+            else None,
+            "last_error": self.redactor.text(tracker.last_error),
+            "sparkline": [p.latency_ms if p.ok else None for p in recent],
+            "uptime": self.history.uptime(name),
+        }
+
+    def status_document(self) -> dict[str, Any]:
+        statuses = self.statuses()
+        run = self.latest_run
+        return {
+            "stack": self.stack.name,
+            "generated_at": time.time(),
+            "ready": self.ready,
+            "all_up": bool(statuses) and all(s.alive is True for s in statuses.values()),
+            "services": {name: self.service_view(name, st) for name, st in statuses.items()},
+            "coverage": run.coverage.model_dump() if run else None,
+            "latest_run": {
+                "run_id": run.run_id,
+                "started_at": run.started_at,
+                "summary": run.summary.model_dump(),
+            }
+            if run
+            else None,
+        }

@@ -1,0 +1,113 @@
+"""Probe history in SQLite (embedded, in the state dir): uptime and latency over time."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS probes (
+    ts REAL NOT NULL, service TEXT NOT NULL, ok INTEGER NOT NULL, latency_ms REAL, error TEXT
+);
+CREATE INDEX IF NOT EXISTS probes_service_ts ON probes (service, ts);
+CREATE TABLE IF NOT EXISTS runs (ts REAL NOT NULL, run_id TEXT PRIMARY KEY, result TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Probe:
+    ts: float
+    ok: bool
+    latency_ms: float | None
+    error: str
+
+
+class History:
+    """Thread-safe: the prober writes from the event loop, the HTTP server reads."""
+
+    def __init__(self, path: Path, retention_s: float = 7 * 86400) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.retention_s = retention_s
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._last_prune = 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record(
+        self, service: str, ok: bool, latency_ms: float | None, error: str, ts: float | None = None
+    ) -> None:
+        now = time.time() if ts is None else ts
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO probes (ts, service, ok, latency_ms, error) VALUES (?, ?, ?, ?, ?)",
+                (now, service, int(ok), latency_ms, error[:500]),
+            )
+            if now - self._last_prune > 60:
+                self._db.execute("DELETE FROM probes WHERE ts < ?", (now - self.retention_s,))
+                self._db.execute("DELETE FROM runs WHERE ts < ?", (now - self.retention_s,))
+                self._last_prune = now
+
+    def record_run(self, run_id: str, result_json: str, ts: float | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO runs (ts, run_id, result) VALUES (?, ?, ?)",
+                (time.time() if ts is None else ts, run_id, result_json),
+            )
+
+    def latest_run(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT result FROM runs ORDER BY ts DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else None
+
+    def recent(self, service: str, limit: int = 60) -> list[Probe]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, ok, latency_ms, error FROM probes WHERE service = ? ORDER BY ts DESC LIMIT ?",
+                (service, limit),
+            ).fetchall()
+        return [Probe(ts, bool(ok), lat, err or "") for ts, ok, lat, err in reversed(rows)]
+
+    def uptime(self, service: str, now: float | None = None) -> dict[str, float | None]:
+        """Percent of successful probes per window; None when the window has no probe."""
+        now = time.time() if now is None else now
+        out: dict[str, float | None] = {}
+        with self._lock:
+            for name, seconds in WINDOWS.items():
+                total, ok = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(ok), 0) FROM probes WHERE service = ? AND ts >= ?",
+                    (service, now - seconds),
+                ).fetchone()
+                out[name] = round(100.0 * ok / total, 3) if total else None
+        return out
+
+    def latency_percentiles(
+        self, service: str, window_s: float = 3600, now: float | None = None
+    ) -> dict[str, float | None]:
+        """p50/p95/p99 of successful probes' latency (nearest rank) in the window."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT latency_ms FROM probes WHERE service = ? AND ts >= ? AND ok = 1 AND latency_ms IS NOT NULL "
+                "ORDER BY latency_ms",
+                (service, now - window_s),
+            ).fetchall()
+        values = [r[0] for r in rows]
+        return {f"p{q}": _rank(values, q) for q in (50, 95, 99)}
+
+
+def _rank(sorted_values: list[float], q: int) -> float | None:
+    if not sorted_values:
+        return None
+    index = max(0, min(len(sorted_values) - 1, -(-q * len(sorted_values) // 100) - 1))
+    return round(sorted_values[index], 3)
