@@ -47,6 +47,7 @@ class RunningSandbox:
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
     need_binary("redis-server", "scripts/install-services redis")
+    need_binary("consul", "scripts/install-services consul")
     state = tmp_path_factory.mktemp("state")
     box = Sandbox(root=state / "sandbox")
     try:

@@ -31,7 +31,9 @@ DESIGN_CAPABILITIES = {
         "persistence",
     ),
     "celery": ("workers",),
+    "compose": ("healthchecks", "startup-order", "networking", "volumes"),
     "arangodb": ("connectivity", "metadata-storage", "graph-relationships", "query-performance"),
+    "consul": ("cluster", "registration", "health-checks", "kv", "discovery"),
 }
 
 
