@@ -49,6 +49,9 @@ class Kind(Generic[ClientT]):
     endpoints: tuple[str, ...] = ()
     options_model: type[BaseModel] = NoOptions
     links: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # role -> kind(s)
+    traffic_links: tuple[
+        str, ...
+    ] = ()  # link roles whose service this kind's checks send data through
     version: Callable[[ClientT], Awaitable[str | None]] | None = None
     liveness: Callable[[ClientT], Awaitable[None]] | None = None
     sweep: Callable[[ClientT, Target, datetime], Awaitable[list[str]]] | None = None

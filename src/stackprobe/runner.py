@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -178,11 +179,11 @@ class Runner:
         interrupted = False
         self.progress.started(len(self.plan.items))
         sem = asyncio.Semaphore(max(1, self.concurrency))
-        locks = {name: _ServiceLock() for name in self.plan.services}
+        locks: dict[str, _ServiceLock] = defaultdict(_ServiceLock)
         async with AsyncExitStack() as exits:
             await self._connect_all(exits)
             tasks = [
-                asyncio.create_task(self._run_one(i, item, sem, locks[item.service]))
+                asyncio.create_task(self._run_one(i, item, sem, self._holds(item, locks)))
                 for i, item in enumerate(self.plan.items)
             ]
             loop = asyncio.get_running_loop()
@@ -241,8 +242,26 @@ class Runner:
         except Exception:  # noqa: BLE001 - an unknown version is reported as null
             return None
 
+    def _holds(
+        self, item: PlanItem, locks: dict[str, _ServiceLock]
+    ) -> list[tuple[_ServiceLock, bool]]:
+        """The locks a check holds, in one global order: its own service (exclusive when the
+        check is), and shared on services its traffic passes through (a trace store check's
+        spans move the linked collector's counters, which an exclusive collector check reads)."""
+        names = {item.service: item.spec.exclusive}
+        kind = self._kinds[item.spec.kind]
+        for role in kind.traffic_links:
+            target = self.plan.stack.link(item.service, role)
+            if target and target not in names:
+                names[target] = False
+        return [(locks[name], names[name]) for name in sorted(names)]
+
     async def _run_one(
-        self, index: int, item: PlanItem, sem: asyncio.Semaphore, lock: _ServiceLock
+        self,
+        index: int,
+        item: PlanItem,
+        sem: asyncio.Semaphore,
+        holds: list[tuple[_ServiceLock, bool]],
     ) -> None:
         spec = item.spec
         timeout = self.timeout or spec.timeout or DEFAULT_TIMEOUT
@@ -254,11 +273,12 @@ class Runner:
             return
         ctx: CheckContext[Any] | None = None
         outcome, message, evidence = Outcome.ERROR, "", {}
-        acquired = False
+        acquired: list[tuple[_ServiceLock, bool]] = []
         try:
             async with sem:
-                await lock.acquire(spec.exclusive)
-                acquired = True
+                for lock, exclusive in holds:
+                    await lock.acquire(exclusive)
+                    acquired.append((lock, exclusive))
                 self.progress.check_started(item)
                 started = time.monotonic()
                 ctx = CheckContext(
@@ -286,8 +306,8 @@ class Runner:
                         outcome, message = Outcome.ERROR, problems[0]
                     else:  # the cause is already said; keep the message one line
                         message += f" (and {len(problems)} cleanup(s) failed; see evidence)"
-            if acquired:
-                await lock.release(spec.exclusive)
+            for lock, exclusive in reversed(acquired):
+                await lock.release(exclusive)
             self._finish(index, item, outcome, message, evidence, started)
 
     async def _call(

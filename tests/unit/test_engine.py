@@ -277,3 +277,53 @@ def test_checks_must_name_a_capability_of_their_kind(bad: str) -> None:
 
     with pytest.raises(ValueError, match="has no capability"):
         h.add(fn, capability=bad)
+
+
+def test_checks_sending_through_a_linked_service_never_overlap_its_exclusive_checks() -> None:
+    """A trace store check's spans pass through the collector: they must not run while an
+    exclusive collector check counts the collector's spans."""
+    active: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+
+    def make(name: str) -> Check:
+        async def fn(ctx: CheckContext[Any]) -> None:
+            active.append(name)
+            if "count" in active and len(active) > 1:
+                overlaps.append(tuple(active))
+            await asyncio.sleep(0.05)
+            active.remove(name)
+
+        fn.__name__ = name
+        return fn
+
+    @asynccontextmanager
+    async def connect(target: Target) -> AsyncIterator[str]:
+        yield "client"
+
+    collector: Kind[str] = Kind(name="col", description="", capabilities=("pipe",), connect=connect)
+    store: Kind[str] = Kind(
+        name="store", description="", capabilities=("ingest",), connect=connect,
+        links={"collector": "col"}, traffic_links=("collector",),
+    )  # fmt: skip
+    collector.check("pipe", title="count", exclusive=True)(make("count"))
+    for i in range(4):
+        store.check("ingest", title="send", name=f"send{i}")(make(f"send{i}"))
+
+    def svc(kind: str) -> ServiceConfig:
+        return ServiceConfig.model_construct(
+            kind=kind, url="x://h", endpoints={}, password=None, token=None, username=None,
+            depends_on=[], disruption="forbidden", links={}, expectations={}, options={},
+        )  # fmt: skip
+
+    config = StackConfig.model_construct(
+        version=1, stack="t", services={"c": svc("col"), "s": svc("store")}
+    )
+    stack = Stack(path=Path("t.yaml"), config=config, links={"s": {"collector": "c"}, "c": {}})
+    items = [PlanItem(spec, "s") for spec in store.checks[:2]] + [
+        PlanItem(collector.checks[0], "c")
+    ]
+    items += [PlanItem(spec, "s") for spec in store.checks[2:]]
+    plan = Plan(stack, tuple(items), {"c": ("col", ("pipe",)), "s": ("store", ("ingest",))})
+    result = asyncio.run(Runner(plan, kinds={"col": collector, "store": store}).run())
+    assert all(r.outcome is Outcome.PASSED for r in result.results)
+    assert overlaps == []

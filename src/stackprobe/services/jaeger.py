@@ -178,6 +178,7 @@ KIND: Kind[JaegerStore] = Kind(
     endpoints=("otlp_http", "otlp_grpc", "health", "metrics"),
     options_model=JaegerOptions,
     links={"collector": "otel-collector"},
+    traffic_links=("collector",),
     version=_version,
     liveness=_liveness,
 )

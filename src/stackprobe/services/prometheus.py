@@ -108,6 +108,7 @@ KIND: Kind[PrometheusAPI] = Kind(
     url_schemes=("http", "https"),
     options_model=PrometheusOptions,
     links={"collector": "otel-collector"},
+    traffic_links=("collector",),
     version=_version,
     liveness=_liveness,
 )

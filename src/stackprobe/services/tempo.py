@@ -171,6 +171,7 @@ KIND: Kind[TempoStore] = Kind(
     url_schemes=("http", "https"),
     endpoints=("otlp_http", "otlp_grpc"),
     links={"collector": "otel-collector"},
+    traffic_links=("collector",),
     version=_version,
     liveness=_liveness,
 )
