@@ -37,9 +37,12 @@ def test_failures_in_the_grace_period_do_not_make_a_service_down() -> None:
 
 def test_a_service_alternating_is_unstable_and_settles_after_the_window() -> None:
     t = Tracker(POLICY, started_at=0.0)
-    feed(t, "+--++--++--+", start=10)
+    feed(t, "+--++--++--", start=10)
     assert len(t.changes) >= 4
-    statuses = evaluate({"cache": t}, {}, {}, now=22.0)
+    down = evaluate({"cache": t}, {}, {}, now=21.0)["cache"]
+    assert (down.state, down.reason) == (State.DOWN, "refused (flapping: 5 changes recently)")
+    feed(t, "++", start=21)
+    statuses = evaluate({"cache": t}, {}, {}, now=23.0)
     assert statuses["cache"].state is State.UNSTABLE
     assert evaluate({"cache": t}, {}, {}, now=200.0)["cache"].state is not State.UNSTABLE
 

@@ -116,15 +116,17 @@ def evaluate(
         causes = root_causes(name, depends_on, down)
         if tracker.alive is None:
             status = ServiceStatus(State.UNKNOWN, None, "no verdict yet", causes)
+        elif tracker.alive is False:  # down wins over unstable: it is what needs action now
+            flapping = (
+                f" (flapping: {len(tracker.changes)} changes recently)"
+                if tracker.unstable(now)
+                else ""
+            )
+            status = ServiceStatus(State.DOWN, False, tracker.last_error + flapping, causes)
         elif tracker.unstable(now):
             status = ServiceStatus(
-                State.UNSTABLE,
-                tracker.alive,
-                f"{len(tracker.changes)} state changes recently",
-                causes,
+                State.UNSTABLE, True, f"{len(tracker.changes)} state changes recently", causes
             )
-        elif tracker.alive is False:
-            status = ServiceStatus(State.DOWN, False, tracker.last_error, causes)
         elif causes:
             status = ServiceStatus(
                 State.DEGRADED, True, f"impacted: {', '.join(causes)} down", causes
