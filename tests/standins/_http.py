@@ -42,6 +42,7 @@ class Answer:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    cookies: tuple[str, ...] = ()  # one Set-Cookie header each
 
 
 class _Server(ThreadingHTTPServer):
@@ -77,6 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", answer.content_type)
         for name, value in answer.headers.items():
             self.send_header(name, value)
+        for cookie in answer.cookies:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Length", str(len(answer.body)))
         self.end_headers()
         if self.command != "HEAD":
