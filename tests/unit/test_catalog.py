@@ -33,6 +33,7 @@ DESIGN_CAPABILITIES = {
     "celery": ("workers",),
     "compose": ("healthchecks", "startup-order", "networking", "volumes"),
     "arangodb": ("connectivity", "metadata-storage", "graph-relationships", "query-performance"),
+    "grafana": ("health", "datasources", "dashboards", "alerting", "query-performance", "security"),
     "consul": ("cluster", "registration", "health-checks", "kv", "discovery"),
 }
 

@@ -1,0 +1,738 @@
+"""Grafana: health, datasources, dashboards, alerting, query latency and access control.
+
+Checks talk to Grafana's documented HTTP API (10.x/11.x) with httpx, never the grafana-client
+package (it pulls in urllib3-future, which replaces urllib3: API-NOTES). The credential is a
+service account token (`token`, sent as `Authorization: Bearer`) or basic auth (`password`,
+with `username`, default admin). It is a stack secret: the runner masks it in every report.
+
+Only one check creates anything: with `options.alert_folder` set, `alerting` round-trips a
+paused probe alert rule named with the run prefix in that folder (uid `stackprobe-<run_id>-rule`,
+at most 40 characters as Grafana requires), sent with `X-Disable-Provenance: true` so it stays
+editable, and deletes it by uid afterwards; `stackprobe clean` deletes such rules of killed
+runs. The rule is paused, its condition can never be true and its no-data and error states are
+OK: it cannot notify anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.errors import ServiceError
+from stackprobe.explain import explain
+from stackprobe.ids import PREFIX, is_leftover
+from stackprobe.kinds import Kind, Target
+
+HTTP_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 3.0
+DEFAULT_USER = "admin"
+QUERY_MS = 1000.0  # default expectations.query_ms: median of a query through Grafana
+QUERY_SAMPLES = 5
+MAX_DASHBOARDS = 100  # dashboards inspected when expectations.dashboards is not set
+HEALTH_CONCURRENCY = 8  # datasource health checks at once
+EXPRESSION_UIDS = ("__expr__", "-100")  # server-side expressions, not datasources
+# datasource references a panel may hold that are not datasources of the org
+BUILTIN_DATASOURCES = ("grafana", "-- Grafana --", "-- Mixed --", "-- Dashboard --", "dashboard", "mixed", *EXPRESSION_UIDS)  # fmt: skip
+PROVENANCE_OFF = {"X-Disable-Provenance": "true"}
+
+
+class GrafanaOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # try POST /login with admin/admin (off by default: each refused attempt counts towards
+    # Grafana's brute-force lockout of the admin user)
+    check_default_admin: bool = False
+    # uid of the Prometheus datasource to query through (default: the only one, or the default)
+    query_datasource: str | None = None
+    # uid of an existing folder where `alerting` may round-trip a paused probe rule
+    alert_folder: str | None = None
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _said(response: httpx.Response) -> str:
+    """What Grafana answered, in one line: `HTTP 401 Unauthorized (auth.unauthorized)`."""
+    body = _body(response)
+    if isinstance(body, dict) and body.get("message"):
+        message_id = f" ({body['messageId']})" if body.get("messageId") else ""
+        return f"HTTP {response.status_code} {body['message']}{message_id}"
+    return f"HTTP {response.status_code} {' '.join(response.text.split())[:160] or '(empty body)'}"
+
+
+class GrafanaError(ServiceError):
+    """Grafana refused or failed a call the check needs: `grafana: HTTP 401 ... (GET path)`."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        hint = ""
+        if self.status == 401:
+            hint = ": check token, or username and password"
+        elif self.status == 403:
+            hint = ": the credential lacks the permission (a service account with the Admin role reads everything checked here)"  # fmt: skip
+        request = response.request
+        super().__init__(f"grafana: {_said(response)}{hint} ({request.method} {request.url.path})")
+
+
+@dataclass
+class GrafanaClient:
+    """One Grafana's HTTP API with the configured credential, every call bounded."""
+
+    http: httpx.AsyncClient
+    url: str
+    credential: str  # what authenticates: "service account token", "basic as <user>", "none"
+    options: GrafanaOptions
+
+    async def get(self, path: str, **params: str | int) -> Any:
+        """A GET the check needs: anything but 200 raises GrafanaError."""
+        response = await self.http.get(path, params=params or None)
+        if response.status_code != 200:
+            raise GrafanaError(response)
+        return _body(response)
+
+    def anonymous(self) -> httpx.AsyncClient:
+        """A client with no credential and no cookies: what a stranger's browser sends."""
+        return httpx.AsyncClient(
+            base_url=self.url, timeout=httpx.Timeout(HTTP_TIMEOUT, connect=CONNECT_TIMEOUT)
+        )
+
+    async def datasources(self) -> list[dict[str, Any]]:
+        return list(await self.get("/api/datasources"))
+
+
+@asynccontextmanager
+async def _connect(target: Target) -> AsyncIterator[GrafanaClient]:
+    svc = target.config
+    assert svc.url is not None  # validated: url is required for this kind
+    headers: dict[str, str] = {}
+    auth: tuple[str, str] | None = None
+    if svc.token:
+        headers["Authorization"] = f"Bearer {svc.token}"
+        credential = "service account token"
+    elif svc.password is not None:
+        auth = (svc.username or DEFAULT_USER, svc.password)
+        credential = f"basic as {auth[0]}"
+    else:
+        credential = "none"
+    async with httpx.AsyncClient(
+        base_url=svc.url,
+        headers=headers,
+        auth=auth,
+        timeout=httpx.Timeout(HTTP_TIMEOUT, connect=CONNECT_TIMEOUT),
+    ) as http:
+        yield GrafanaClient(http, svc.url, credential, GrafanaOptions.model_validate(svc.options))
+
+
+async def _version(client: GrafanaClient) -> str | None:
+    body = _body(await client.http.get("/api/health"))
+    return str(body["version"]) if isinstance(body, dict) and body.get("version") else None
+
+
+async def _liveness(client: GrafanaClient) -> None:
+    response = await client.http.get("/api/health")
+    if response.status_code != 200:
+        raise CheckFailed(f"/api/health answered {_said(response)}")
+
+
+async def _sweep(client: GrafanaClient, target: Target, cutoff: datetime) -> list[str]:
+    """Probe alert rules of runs older than cutoff (named with their run prefix)."""
+    removed = []
+    for rule in await client.get("/api/v1/provisioning/alert-rules"):
+        uid, title = str(rule.get("uid", "")), str(rule.get("title", ""))
+        if uid.startswith(PREFIX) and is_leftover(uid, cutoff) and title.startswith(PREFIX):
+            response = await client.http.delete(
+                f"/api/v1/provisioning/alert-rules/{quote(uid, safe='')}", headers=PROVENANCE_OFF
+            )
+            if response.status_code not in (204, 404):
+                raise GrafanaError(response)
+            removed.append(f"alert rule {title} ({uid})")
+    return removed
+
+
+KIND: Kind[GrafanaClient] = Kind(
+    name="grafana",
+    description="Grafana: health, datasources, dashboards, alerting, query latency, access control",
+    capabilities=(
+        "health",
+        "datasources",
+        "dashboards",
+        "alerting",
+        "query-performance",
+        "security",
+    ),
+    connect=_connect,
+    url_schemes=("http", "https"),
+    options_model=GrafanaOptions,
+    version=_version,
+    liveness=_liveness,
+    sweep=_sweep,
+)
+check = KIND.check
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _listing(items: list[str], limit: int = 5) -> str:
+    shown = "; ".join(items[:limit])
+    return shown + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def prometheus_datasource(
+    ctx: CheckContext[GrafanaClient], datasources: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The Prometheus datasource to query through: options.query_datasource, the only one, or
+    the default one; skipped when there is none or the choice is ambiguous."""
+    wanted = ctx.client.options.query_datasource
+    if wanted is not None:
+        found = next((d for d in datasources if d.get("uid") == wanted), None)
+        if found is None:
+            raise CheckFailed(
+                f"options.query_datasource {wanted!r}: no such datasource (have: {', '.join(str(d.get('uid')) for d in datasources) or 'none'})"
+            )
+        return found
+    proms = [d for d in datasources if d.get("type") == "prometheus"]
+    if len(proms) == 1:
+        return proms[0]
+    default = [d for d in proms if d.get("isDefault")]
+    if len(default) == 1:
+        return default[0]
+    if not proms:
+        raise CheckSkipped("no Prometheus datasource to query through")
+    uids = ", ".join(str(d.get("uid")) for d in proms)
+    raise CheckSkipped(f"several Prometheus datasources ({uids}): set options.query_datasource")
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+@check("health", title="GET /api/health answers 200 with database ok; version", name="api_health")
+async def check_health(ctx: CheckContext[GrafanaClient]) -> str:
+    started = time.perf_counter()
+    response = await ctx.client.http.get("/api/health")
+    ctx.evidence["latency_ms"] = _ms(time.perf_counter() - started)
+    body = _body(response)
+    database = body.get("database") if isinstance(body, dict) else None
+    version = body.get("version") if isinstance(body, dict) else None
+    ctx.evidence.update(
+        status=response.status_code,
+        database=database,
+        version=version,
+        commit=body.get("commit") if isinstance(body, dict) else None,
+    )
+    if response.status_code != 200 or database != "ok":
+        raise CheckFailed(
+            f"GET /api/health: expected 200 with database ok, saw {response.status_code} "
+            f"with database {database!r}"
+            + ("" if isinstance(body, dict) else f": {_said(response)}")
+        )
+    shown = f"Grafana {version}" if version else "Grafana (version hidden)"
+    return f"{shown} healthy, database ok, in {ctx.evidence['latency_ms']} ms"
+
+
+# --- datasources -----------------------------------------------------------------------------
+
+
+async def _tempo_echo(ctx: CheckContext[GrafanaClient], uid: str) -> str | None:
+    """Tempo has no backend health check on Grafana 10/11: ask Tempo's /api/echo through
+    Grafana's datasource proxy instead. None when it answered `echo`, else what it said."""
+    response = await ctx.client.http.get(
+        f"/api/datasources/proxy/uid/{quote(uid, safe='')}/api/echo"
+    )
+    if response.status_code == 200 and response.text.strip() == "echo":
+        return None
+    return f"proxy GET /api/echo answered {_said(response)}"
+
+
+@check(
+    "datasources",
+    title="expected datasources exist and each answers its health check (Tempo: proxy /api/echo)",
+    name="healthy",
+    timeout=20,
+)
+async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
+    listed = await ctx.client.datasources()
+    by_uid = {str(d.get("uid")): d for d in listed}
+    by_name = {str(d.get("name")): str(d.get("uid")) for d in listed}
+    expected = [str(u) for u in ctx.service.expectations.get("datasources", [])]
+    missing = [e for e in expected if e not in by_uid and e not in by_name]
+    wanted = [e if e in by_uid else by_name[e] for e in expected if e not in missing]
+    to_check = list(dict.fromkeys(wanted or list(by_uid)))
+    ctx.evidence.update(datasources=len(listed), types=sorted({str(d.get("type")) for d in listed}))
+    if not listed:
+        raise CheckFailed("expected at least one datasource, saw none: dashboards and alerts have nothing to read")  # fmt: skip
+    limit = asyncio.Semaphore(HEALTH_CONCURRENCY)
+
+    async def probe(uid: str) -> tuple[str, str, float]:
+        """(outcome: healthy, unchecked or broken; name or what is wrong; milliseconds)."""
+        ds = by_uid[uid]
+        label = f"{ds.get('name')} ({ds.get('type')}, {uid})"
+        async with limit:
+            started = time.perf_counter()
+            response = await ctx.client.http.get(f"/api/datasources/uid/{quote(uid, safe='')}/health")  # fmt: skip
+            parsed = _body(response)
+            body = parsed if isinstance(parsed, dict) else {}
+            if response.status_code == 200 and body.get("status") == "OK":
+                return "healthy", str(ds.get("name")), _ms(time.perf_counter() - started)
+            if response.status_code in (401, 403):
+                raise GrafanaError(response)
+            if response.status_code == 400 or (response.status_code == 200 and body.get("status")):
+                said = (
+                    f"{body.get('status') or f'HTTP {response.status_code}'} {body.get('message')}"
+                )
+                return "broken", f"{label}: {said}", 0.0
+            if ds.get("type") == "tempo":  # no health check (404, or 500/501 on newer servers)
+                problem = await _tempo_echo(ctx, uid)
+                if problem is None:
+                    return "healthy", str(ds.get("name")), _ms(time.perf_counter() - started)
+                return "broken", f"{label}: {problem}", 0.0
+            if response.status_code in (404, 501):
+                return "unchecked", label, 0.0  # the plugin has no health check
+            return "broken", f"{label}: health answered {_said(response)}", 0.0
+
+    outcomes = await asyncio.gather(*(probe(uid) for uid in to_check))
+    healthy = {name: ms for outcome, name, ms in outcomes if outcome == "healthy"}
+    unchecked = [label for outcome, label, _ in outcomes if outcome == "unchecked"]
+    broken = [problem for outcome, problem, _ in outcomes if outcome == "broken"]
+    ctx.evidence.update(healthy_ms=healthy, unchecked=unchecked, unhealthy=broken, missing=missing)
+    problems = []
+    if missing:
+        problems.append(
+            f"expected datasource(s) {', '.join(missing)} (expectations.datasources) missing; have: {', '.join(by_uid)}"
+        )
+    if broken:
+        problems.append(f"{len(broken)} unhealthy: {_listing(broken)}")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    note = f"; no health check for {', '.join(unchecked)}" if unchecked else ""
+    return f"{len(healthy)} datasource(s) healthy: {', '.join(sorted(healthy))}{note}"
+
+
+# --- dashboards ------------------------------------------------------------------------------
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those inside (collapsed) rows."""
+    for item in panels:
+        yield item
+        yield from _panels(item.get("panels") or [])
+
+
+def _ref(value: Any) -> str | None:
+    """A panel's datasource reference: a uid, a name (older dashboards), or None (default)."""
+    if isinstance(value, dict):
+        uid = value.get("uid")
+        return None if uid is None else str(uid)
+    return None if value is None else str(value)
+
+
+@check(
+    "dashboards",
+    title="expected dashboards exist, load, and every panel reads an existing datasource",
+    name="panels_resolve",
+    timeout=30,
+)
+async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
+    client = ctx.client
+    hits = await client.get("/api/search", type="dash-db", limit=5000)
+    expected = [str(e) for e in ctx.service.expectations.get("dashboards", [])]
+    wanted: dict[str, str] = {}  # uid -> title
+    missing = []
+    for name in expected:
+        found = [h for h in hits if name in (h.get("uid"), h.get("title"))]
+        if not found:
+            missing.append(name)
+        for hit in found:
+            wanted[str(hit["uid"])] = str(hit.get("title"))
+    if not expected:
+        wanted = {str(h["uid"]): str(h.get("title")) for h in hits[:MAX_DASHBOARDS]}
+    if not wanted and not missing:
+        raise CheckSkipped("Grafana has no dashboards and expectations.dashboards is not set")
+    datasources = await client.datasources()
+    known = {str(d.get("uid")) for d in datasources} | {str(d.get("name")) for d in datasources}
+    dangling: list[str] = []
+    unloadable: list[str] = []
+    load_ms: list[float] = []
+    panels = refs = templated = 0
+    for uid, title in wanted.items():
+        started = time.perf_counter()
+        response = await client.http.get(f"/api/dashboards/uid/{quote(uid, safe='')}")
+        load_ms.append(_ms(time.perf_counter() - started))
+        if response.status_code in (401, 403):
+            raise GrafanaError(response)
+        if response.status_code != 200:
+            unloadable.append(f"'{title}' ({uid}) is listed by search but does not load: {_said(response)}")  # fmt: skip
+            continue
+        model = (_body(response) or {}).get("dashboard") or {}
+        for panel in _panels(model.get("panels") or []):
+            if panel.get("type") == "row":
+                continue  # a row only groups panels
+            panels += 1
+            panel_ref = _ref(panel.get("datasource"))
+            targets = [_ref(t.get("datasource")) for t in panel.get("targets") or [] if "datasource" in t]  # fmt: skip
+            for ref in dict.fromkeys([panel_ref, *targets]):
+                if ref is None:
+                    if not datasources:  # the default datasource is used: there must be one
+                        dangling.append(f"'{title}' panel '{panel.get('title')}' uses the default datasource, but there is none")  # fmt: skip
+                    continue
+                refs += 1
+                if ref.startswith("$"):
+                    templated += 1  # a dashboard variable: resolved when viewed
+                elif ref not in known and ref not in BUILTIN_DATASOURCES:
+                    dangling.append(f"'{title}' panel '{panel.get('title')}' → datasource {ref!r} does not exist")  # fmt: skip
+    ctx.evidence.update(
+        dashboards=len(wanted),
+        panels=panels,
+        datasource_refs=refs,
+        templated_refs=templated,
+        load_p50_ms=statistics.median(load_ms) if load_ms else None,
+        load_max_ms=max(load_ms) if load_ms else None,
+        missing=missing,
+        dangling=dangling,
+    )
+    problems = []
+    if missing:
+        problems.append(f"expected dashboard(s) {', '.join(missing)} (expectations.dashboards) not found by /api/search")  # fmt: skip
+    problems += unloadable
+    if dangling:
+        problems.append(f"{len(dangling)} panel datasource reference(s) dangle: {_listing(dangling)}")  # fmt: skip
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return f"{len(wanted)} dashboard(s) load; {panels} panel(s), {refs} datasource reference(s), all resolve"
+
+
+# --- alerting --------------------------------------------------------------------------------
+
+
+@check(
+    "alerting",
+    title="provisioned alert rules read existing datasources and evaluate; contact points exist",
+    name="rules_and_contact_points",
+    timeout=20,
+)
+async def check_alerting(ctx: CheckContext[GrafanaClient]) -> str:
+    client = ctx.client
+    rules = await client.get("/api/v1/provisioning/alert-rules")
+    uids = {str(d.get("uid")) for d in await client.datasources()}
+    contact_points = await client.get("/api/v1/provisioning/contact-points")
+    names = sorted({str(c.get("name")) for c in contact_points})
+    problems = []
+    expected_points = [str(n) for n in ctx.service.expectations.get("contact_points", [])]
+    missing_points = [n for n in expected_points if n not in names]
+    if not contact_points:
+        problems.append("no contact points: a firing alert notifies nobody")
+    if missing_points:
+        problems.append(f"expected contact point(s) {', '.join(missing_points)} (expectations.contact_points) missing; have: {', '.join(names)}")  # fmt: skip
+    dangling = [
+        f"'{rule.get('title')}' ({rule.get('uid')}) query {q.get('refId')} reads datasource {q.get('datasourceUid')!r}, which does not exist"
+        for rule in rules
+        for q in rule.get("data") or []
+        if q.get("datasourceUid") not in EXPRESSION_UIDS and str(q.get("datasourceUid")) not in uids
+    ]
+    if dangling:
+        problems.append(f"{len(dangling)} alert rule quer(y/ies) read a missing datasource: {_listing(dangling)}")  # fmt: skip
+    state = await client.get("/api/prometheus/grafana/api/v1/rules")
+    evaluated = [r for g in (state.get("data") or {}).get("groups") or [] for r in g.get("rules") or []]  # fmt: skip
+    failing = [
+        f"'{r.get('name')}': {r.get('lastError') or 'health error'}"
+        for r in evaluated
+        if r.get("health") == "error"
+    ]
+    if failing:
+        problems.append(f"{len(failing)} alert rule(s) fail to evaluate: {_listing(failing)}")
+    ctx.evidence.update(
+        rules=len(rules),
+        groups=len({(r.get("folderUID"), r.get("ruleGroup")) for r in rules}),
+        paused=sum(bool(r.get("isPaused")) for r in rules),
+        nodata=[str(r.get("name")) for r in evaluated if r.get("health") == "nodata"],
+        contact_points=names,
+    )
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    if not rules:
+        raise CheckSkipped(f"no alert rules provisioned ({len(names)} contact point(s))")
+    return f"{len(rules)} rule(s) read existing datasources and evaluate; {len(names)} contact point(s)"
+
+
+def _probe_rule(ctx: CheckContext[GrafanaClient], folder: str, datasource_uid: str) -> dict[str, Any]:  # fmt: skip
+    """A rule that cannot notify: paused, condition `vector(0) > 1`, no-data and errors OK."""
+    uid = ctx.name("rule")
+    if len(uid) > 40:  # Grafana's limit; the run prefix is 35 characters
+        raise CheckFailed(f"probe rule uid {uid!r} is longer than Grafana's 40 characters")
+    return {
+        "uid": uid,
+        "title": ctx.name("grafana-probe-rule"),
+        "ruleGroup": ctx.name("grafana-probe"),
+        "folderUID": folder,
+        "condition": "B",
+        "data": [
+            {
+                "refId": "A",
+                "queryType": "",
+                "relativeTimeRange": {"from": 600, "to": 0},
+                "datasourceUid": datasource_uid,
+                "model": {"expr": "vector(0)", "instant": True, "refId": "A"},
+            },
+            {
+                "refId": "B",
+                "queryType": "",
+                "relativeTimeRange": {"from": 0, "to": 0},
+                "datasourceUid": "__expr__",
+                "model": {
+                    "conditions": [
+                        {
+                            "evaluator": {"params": [1], "type": "gt"},
+                            "operator": {"type": "and"},
+                            "query": {"params": ["A"]},
+                            "reducer": {"params": [], "type": "last"},
+                            "type": "query",
+                        }
+                    ],
+                    "datasource": {"type": "__expr__", "uid": "__expr__"},
+                    "refId": "B",
+                    "type": "classic_conditions",
+                },
+            },
+        ],
+        "noDataState": "OK",
+        "execErrState": "OK",
+        "for": "1m",
+        "isPaused": True,
+        "labels": {"stackprobe_run": ctx.run_id},
+        "annotations": {
+            "summary": "stackprobe probe rule: paused, deleted by the run that made it"
+        },
+    }
+
+
+@check(
+    "alerting",
+    title="a paused probe alert rule is created, read back and deleted through the provisioning API",
+    name="probe_rule_round_trip",
+)
+async def check_probe_rule(ctx: CheckContext[GrafanaClient]) -> str:
+    client = ctx.client
+    folder = client.options.alert_folder
+    if folder is None:
+        raise CheckSkipped("set options.alert_folder (an existing folder uid) to round-trip a probe rule")  # fmt: skip
+    datasource = prometheus_datasource(ctx, await client.datasources())
+    rule = _probe_rule(ctx, folder, str(datasource["uid"]))
+    path = f"/api/v1/provisioning/alert-rules/{quote(rule['uid'], safe='')}"
+
+    async def delete() -> None:
+        try:
+            response = await client.http.delete(path, headers=PROVENANCE_OFF)
+        except httpx.HTTPError as exc:
+            raise ServiceError(explain(exc)) from None
+        if response.status_code not in (204, 404):
+            raise GrafanaError(response)
+
+    ctx.cleanup(delete, f"delete alert rule {rule['uid']}")
+    started = time.perf_counter()
+    created = await client.http.post("/api/v1/provisioning/alert-rules", json=rule, headers=PROVENANCE_OFF)  # fmt: skip
+    ctx.evidence["create_ms"] = _ms(time.perf_counter() - started)
+    if created.status_code in (401, 403):
+        raise GrafanaError(created)
+    if created.status_code != 201:
+        raise CheckFailed(f"POST /api/v1/provisioning/alert-rules: expected 201, saw {_said(created)}")  # fmt: skip
+    read = await client.http.get(path)
+    if read.status_code != 200:
+        raise CheckFailed(f"GET {path} after creating it: expected 200, saw {_said(read)}")
+    stored = read.json()
+    sent = {k: rule[k] for k in ("title", "ruleGroup", "folderUID", "condition", "isPaused")}
+    seen = {k: stored.get(k) for k in sent}
+    sent_sources = [q["datasourceUid"] for q in rule["data"]]
+    seen_sources = [q.get("datasourceUid") for q in stored.get("data") or []]
+    if seen != sent or seen_sources != sent_sources:
+        raise CheckFailed(f"probe rule read back: expected {sent} reading {sent_sources}, saw {seen} reading {seen_sources}")  # fmt: skip
+    listed = [r.get("uid") for r in await client.get("/api/v1/provisioning/alert-rules")]
+    if rule["uid"] not in listed:
+        raise CheckFailed(f"probe rule {rule['uid']} readable by uid but not in the rule list")
+    started = time.perf_counter()
+    deleted = await client.http.delete(path, headers=PROVENANCE_OFF)
+    ctx.evidence["delete_ms"] = _ms(time.perf_counter() - started)
+    if deleted.status_code != 204:
+        raise CheckFailed(f"DELETE {path}: expected 204, saw {_said(deleted)}")
+    gone = await client.http.get(path)
+    if gone.status_code != 404:
+        raise CheckFailed(f"GET {path} after deleting it: expected 404, saw {_said(gone)}")
+    ctx.evidence.update(
+        uid=rule["uid"],
+        folder=folder,
+        datasource=datasource["uid"],
+        provenance=stored.get("provenance"),
+    )
+    return f"probe rule created ({ctx.evidence['create_ms']} ms), read back, deleted ({ctx.evidence['delete_ms']} ms)"  # fmt: skip
+
+
+# --- query-performance -----------------------------------------------------------------------
+
+
+def _instant_value(result: dict[str, Any]) -> float | None:
+    """The value of an instant vector with one series, from Grafana's data frames."""
+    for frame in result.get("frames") or []:
+        fields = (frame.get("schema") or {}).get("fields") or []
+        values = (frame.get("data") or {}).get("values") or []
+        for i, f in enumerate(fields):
+            if f.get("type") == "number" and i < len(values) and values[i]:
+                value = values[i][0]
+                return None if value is None else float(value)
+    return None
+
+
+@check(
+    "query-performance",
+    title="an instant PromQL query through Grafana's Prometheus datasource returns its value in time",
+    name="prometheus_instant",
+    timeout=30,
+)
+async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
+    client = ctx.client
+    threshold = float(ctx.service.expectations.get("query_ms", QUERY_MS))
+    datasource = prometheus_datasource(ctx, await client.datasources())
+    uid, name = str(datasource["uid"]), str(datasource.get("name"))
+    latencies = []
+    for _ in range(QUERY_SAMPLES):
+        nonce = random.randint(1, 10**6)
+        query = {
+            "refId": "A",
+            "datasource": {"type": "prometheus", "uid": uid},
+            "expr": f"vector({nonce})",
+            "instant": True,
+            "range": False,
+        }
+        started = time.perf_counter()
+        response = await client.http.post(
+            "/api/ds/query", json={"queries": [query], "from": "now-5m", "to": "now"}
+        )
+        latencies.append(time.perf_counter() - started)
+        if response.status_code in (401, 403):
+            raise GrafanaError(response)
+        result = ((_body(response) or {}).get("results") or {}).get("A") or {}
+        if result.get("error"):
+            raise CheckFailed(
+                f"query vector({nonce}) through {name} ({uid}): HTTP {response.status_code}, "
+                f"results.A.error: {result['error']}"
+            )
+        if response.status_code != 200:
+            raise CheckFailed(f"query through {name} ({uid}): expected HTTP 200, saw {_said(response)}")  # fmt: skip
+        value = _instant_value(result)
+        if value != nonce:
+            raise CheckFailed(f"query vector({nonce}) through {name} ({uid}): expected {nonce}, saw {value}")  # fmt: skip
+    p50 = _ms(statistics.median(latencies))
+    ctx.evidence.update(
+        datasource=uid,
+        queries=QUERY_SAMPLES,
+        p50_ms=p50,
+        max_ms=_ms(max(latencies)),
+        threshold_ms=threshold,
+    )
+    if p50 > threshold:
+        raise CheckFailed(
+            f"query through {name}: expected a median at most {threshold:g} ms (expectations.query_ms), saw {p50} ms over {QUERY_SAMPLES} queries"
+        )
+    return f"{QUERY_SAMPLES} queries through {name}: p50 {p50} ms (≤ {threshold:g} ms), max {ctx.evidence['max_ms']} ms"
+
+
+# --- security --------------------------------------------------------------------------------
+
+
+@check(
+    "security",
+    title="an anonymous request is not signed in as a real user",
+    name="anonymous_not_a_user",
+)
+async def check_anonymous(ctx: CheckContext[GrafanaClient]) -> str:
+    async with ctx.client.anonymous() as stranger:
+        response = await stranger.get("/api/user")
+    body = _body(response)
+    ctx.evidence["status"] = response.status_code
+    if response.status_code == 401:
+        ctx.evidence["anonymous"] = "off"
+        return "anonymous access is off (401)"
+    if response.status_code in (403, 404):  # anonymous on, but not a user (10.x: 403)
+        ctx.evidence["anonymous"] = "on, not a user"
+        return f"anonymous access is on but not signed in as a user ({_said(response)})"
+    if response.status_code != 200 or not isinstance(body, dict):
+        raise CheckFailed(f"anonymous GET /api/user: expected 401, 403, 404 or a 200 profile with id 0, saw {_said(response)}")  # fmt: skip
+    user_id = int(body.get("id") or 0)
+    ctx.evidence.update(anonymous="on", user_id=user_id, grafana_admin=bool(body.get("isGrafanaAdmin")))  # fmt: skip
+    if user_id > 0:
+        raise CheckFailed(
+            f"anonymous GET /api/user: expected no user (401/403/404, or id 0), saw user {body.get('login')!r} "
+            f"(id {user_id}, Grafana admin {bool(body.get('isGrafanaAdmin'))}): requests without credentials act as a real account"
+        )
+    if body.get("isGrafanaAdmin"):
+        raise CheckFailed("anonymous GET /api/user: the anonymous identity is a Grafana admin")
+    return f"anonymous access is on as a non-user identity (id 0, org {body.get('orgId')})"
+
+
+@check(
+    "security",
+    title="the default admin/admin login is refused (options.check_default_admin)",
+    name="default_admin_refused",
+)
+async def check_default_admin(ctx: CheckContext[GrafanaClient]) -> str:
+    if not ctx.client.options.check_default_admin:
+        raise CheckSkipped(
+            "set options.check_default_admin: true to try admin/admin (a refused attempt counts towards Grafana's login lockout)"
+        )
+    async with ctx.client.anonymous() as stranger:
+
+        async def logout() -> None:  # a session the login opened is closed again
+            if stranger.cookies.get("grafana_session"):
+                await stranger.get("/logout")
+
+        response = await stranger.post("/login", json={"user": "admin", "password": "admin"})
+        try:
+            body = _body(response)
+            ctx.evidence["status"] = response.status_code
+            if response.status_code == 200:
+                raise CheckFailed(
+                    f"POST /login admin/admin: expected 401, saw 200 {body.get('message') if isinstance(body, dict) else ''!r}: "
+                    "the default admin password was never changed"
+                )
+            if response.status_code != 401:
+                raise CheckFailed(f"POST /login admin/admin: expected 401, saw {_said(response)}")
+        finally:
+            await logout()
+    return f"admin/admin refused ({_said(response)})"
+
+
+@check(
+    "security",
+    title="the configured credential is accepted; requests without it are not",
+    name="credential_works",
+)
+async def check_credential(ctx: CheckContext[GrafanaClient]) -> str:
+    client = ctx.client
+    if client.credential == "none":
+        raise CheckSkipped("no token or password configured: only anonymous access is checked")
+    org = await client.get("/api/org/")
+    ctx.evidence.update(credential=client.credential, org=org.get("name"), org_id=org.get("id"))
+    async with client.anonymous() as stranger:
+        response = await stranger.get("/api/datasources")
+    ctx.evidence["without_credential"] = response.status_code
+    if response.status_code == 200:
+        raise CheckFailed(
+            "GET /api/datasources without a credential: expected 401 or 403, saw 200: "
+            "datasource URLs and users are readable by anyone"
+        )
+    return f"{client.credential} accepted (org {org.get('name')!r}); without it: {_said(response)}"
