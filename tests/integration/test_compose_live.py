@@ -9,6 +9,7 @@ reason, and the static (lint) checks still run.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,8 +66,11 @@ def engine() -> Iterator[DockerStandin]:
             {prof.main_port} if prof and prof.main_port else set()
         )
         standin.reachable[svc.name] = ports
-    with standin:
-        yield standin
+    try:
+        with standin:
+            yield standin
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def container(engine: DockerStandin, service: str) -> Container:
