@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import pytest
 from stackprobe.catalog import known_kinds
 from stackprobe.ids import new_run_id
 from stackprobe.results import RunResult
-from tests.conftest import CliRunner, RunningSandbox
+from tests.conftest import CliRunner, RunningSandbox, free_port
 from tests.faults.http_proxy import HttpFaultProxy, HttpRequest, HttpResponse
 from tests.integration.consul_agent import (
     ConsulAgent,
@@ -368,6 +369,17 @@ def swallow_ttl_pass(request: HttpRequest) -> HttpRequest | HttpResponse:
     return request
 
 
+def misdirect_http_check(request: HttpRequest) -> HttpRequest | HttpResponse:
+    """The HTTP check is registered against a closed port instead of the check's endpoint."""
+    if request.path == "/v1/agent/service/register":
+        service = request.json()
+        for check in service.get("Checks") or []:
+            if "HTTP" in check:
+                check["HTTP"] = f"http://127.0.0.1:{free_port()}/health"
+        return replace(request, body=json.dumps(service).encode())
+    return request
+
+
 def drop_param(name: str, path_prefix: str) -> Any:
     def on_request(request: HttpRequest) -> HttpRequest | HttpResponse:
         if request.path.startswith(path_prefix) and name in request.query:
@@ -383,6 +395,7 @@ def drop_param(name: str, path_prefix: str) -> Any:
     [
         (None, wrong_catalog_port, "registration", "consul.registration.lifecycle", "catalog entry: expected {'Port': "),
         (swallow_ttl_pass, None, "health-checks", "consul.health-checks.ttl_transitions", "expected passing, saw critical"),
+        (misdirect_http_check, None, "health-checks", "consul.health-checks.http_check", "expected passing, saw critical (the agent never requested http://"),
         (drop_param("cas", "/v1/kv/"), None, "kv", "consul.kv.cas", "create-only PUT (cas=0) of an existing key: expected False, saw True"),
         (drop_param("index", "/v1/kv/"), None, "kv", "consul.kv.blocking_query", "expected it to wait for a change, it returned after"),
         (drop_param("passing", "/v1/health/service/"), None, "discovery", "consul.discovery.health_filtering", "?passing: expected ["),

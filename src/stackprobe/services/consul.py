@@ -664,6 +664,11 @@ async def check_http(ctx: CheckContext[ConsulClient]) -> str:
     ctx.evidence.update(callback_url=url, interval_s=1)
 
     def requests() -> str:
+        if endpoint.requests == 0:
+            return (
+                f"the agent never requested {url}: set options.callback_host to an address "
+                "of this machine the agent can reach"
+            )
         return f"{endpoint.requests} request(s) from the agent to {url}"
 
     passing_after, _ = await _await_status(
