@@ -43,6 +43,17 @@ class CheckFailed(Exception):
         self.evidence = evidence
 
 
+def expect(what: str, expected: Any, seen: Any) -> None:
+    """Fail with both values when `seen` is not `expected` (the one-line failure every check uses)."""
+    if expected != seen:
+        raise CheckFailed(f"{what}: expected {expected!r}, saw {seen!r}")
+
+
+def ms(seconds: float) -> float:
+    """Milliseconds, rounded for evidence."""
+    return round(seconds * 1000, 2)
+
+
 class CheckSkipped(Exception):
     """The check does not apply to this service; the message is the reason."""
 

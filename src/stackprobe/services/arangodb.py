@@ -34,7 +34,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from stackprobe.check import CheckContext, CheckFailed
+from stackprobe.check import CheckContext, CheckFailed, ms
 from stackprobe.errors import ServiceError
 from stackprobe.explain import explain
 from stackprobe.ids import PREFIX, is_leftover
@@ -229,10 +229,6 @@ check = KIND.check
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
-
-
 def _cleanup(ctx: CheckContext[ArangoClient], fn: Callable[[], Awaitable[None]], what: str) -> None:
     """A cleanup whose HTTP failure reads as one line (not a bare ReadError)."""
 
@@ -321,7 +317,7 @@ async def check_connectivity(ctx: CheckContext[ArangoClient]) -> str:
     client = ctx.client
     started = time.perf_counter()
     availability = await client.http.get("/_admin/server/availability")
-    ctx.evidence["availability_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["availability_ms"] = ms(time.perf_counter() - started)
     body = _body(availability)
     mode = body.get("mode") if isinstance(body, dict) else None
     if availability.status_code != 200 or mode not in (None, "default"):
@@ -340,14 +336,14 @@ async def check_connectivity(ctx: CheckContext[ArangoClient]) -> str:
     ctx.evidence.update(
         version=version.get("version"),
         license=version.get("license"),
-        version_p50_ms=_ms(statistics.median(latencies)),
-        version_max_ms=_ms(max(latencies)),
+        version_p50_ms=ms(statistics.median(latencies)),
+        version_max_ms=ms(max(latencies)),
     )
     db = client.options.database or "_system"
     nonce = secrets.randbelow(10**9)
     started = time.perf_counter()
     cursor = await client.aql("RETURN @nonce", {"nonce": nonce}, db=db)
-    ctx.evidence.update(aql_ms=_ms(time.perf_counter() - started), aql_database=db)
+    ctx.evidence.update(aql_ms=ms(time.perf_counter() - started), aql_database=db)
     if cursor.get("result") != [nonce]:
         raise CheckFailed(f"AQL RETURN @nonce in {db}: expected [{nonce}], saw {cursor.get('result')!r}")  # fmt: skip
     return (
@@ -397,7 +393,7 @@ async def check_metadata_storage(ctx: CheckContext[ArangoClient]) -> str:
 
     started = time.perf_counter()
     inserted = await client.request("POST", base, db=db, json=doc)
-    ctx.evidence["insert_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["insert_ms"] = ms(time.perf_counter() - started)
     if inserted.status_code not in (201, 202):
         raise CheckFailed(f"insert: expected HTTP 201/202, saw {_said(inserted)}")
     meta = inserted.json()
@@ -405,7 +401,7 @@ async def check_metadata_storage(ctx: CheckContext[ArangoClient]) -> str:
 
     started = time.perf_counter()
     read = await client.request("GET", f"{base}/{quote(key, safe='')}", db=db)
-    ctx.evidence["read_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["read_ms"] = ms(time.perf_counter() - started)
     if read.status_code != 200:
         raise CheckFailed(f"read back {coll}/{key}: expected HTTP 200, saw {_said(read)}")
     stored = read.json()
@@ -420,7 +416,7 @@ async def check_metadata_storage(ctx: CheckContext[ArangoClient]) -> str:
     updated = await client.request(
         "PUT", f"{base}/{quote(key, safe='')}", db=db, json=replacement, headers={"If-Match": f'"{rev1}"'}
     )  # fmt: skip
-    ctx.evidence["update_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["update_ms"] = ms(time.perf_counter() - started)
     if updated.status_code not in (201, 202):
         raise CheckFailed(
             f"replace with the current _rev (If-Match {rev1}): expected HTTP 201/202, saw {_said(updated)}"
@@ -534,7 +530,7 @@ async def check_graph(ctx: CheckContext[ArangoClient]) -> str:
             raise CheckFailed(f"edge {source}→{target} through the graph API: expected HTTP 201/202, saw {_said(response)}")  # fmt: skip
     started = time.perf_counter()
     cursor = await client.aql(TRAVERSAL, {"start": f"{vertices}/a", "graph": graph}, db=db)
-    ctx.evidence["traversal_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["traversal_ms"] = ms(time.perf_counter() - started)
     seen = {tuple(path) for path in cursor.get("result") or []}
     ctx.evidence.update(
         graph=graph, vertices=len(keys), edges=len(EDGES), paths=sorted("→".join(p) for p in seen)
@@ -620,13 +616,13 @@ async def check_query_performance(ctx: CheckContext[ArangoClient]) -> str:
             raise CheckFailed(
                 f"lookup n == {n}: explain shows the index, but execution scanned {scanned_full} documents in full"
             )
-    p50 = _ms(statistics.median(latencies))
+    p50 = ms(statistics.median(latencies))
     ordered = sorted(latencies)
     ctx.evidence.update(
         lookups=LOOKUPS,
         p50_ms=p50,
-        p95_ms=_ms(ordered[int(0.95 * (len(ordered) - 1))]),
-        max_ms=_ms(ordered[-1]),
+        p95_ms=ms(ordered[int(0.95 * (len(ordered) - 1))]),
+        max_ms=ms(ordered[-1]),
         threshold_ms=threshold,
     )
     if p50 > threshold:

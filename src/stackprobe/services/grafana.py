@@ -29,7 +29,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, ms
 from stackprobe.errors import ServiceError
 from stackprobe.explain import explain
 from stackprobe.ids import PREFIX, is_leftover
@@ -186,10 +186,6 @@ KIND: Kind[GrafanaClient] = Kind(
 check = KIND.check
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
-
-
 def _listing(items: list[str], limit: int = 5) -> str:
     shown = "; ".join(items[:limit])
     return shown + (f"; and {len(items) - limit} more" if len(items) > limit else "")
@@ -227,7 +223,7 @@ def prometheus_datasource(
 async def check_health(ctx: CheckContext[GrafanaClient]) -> str:
     started = time.perf_counter()
     response = await ctx.client.http.get("/api/health")
-    ctx.evidence["latency_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["latency_ms"] = ms(time.perf_counter() - started)
     body = _body(response)
     database = body.get("database") if isinstance(body, dict) else None
     version = body.get("version") if isinstance(body, dict) else None
@@ -290,7 +286,7 @@ async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
             parsed = _body(response)
             body = parsed if isinstance(parsed, dict) else {}
             if response.status_code == 200 and body.get("status") == "OK":
-                return "healthy", str(ds.get("name")), _ms(time.perf_counter() - started)
+                return "healthy", str(ds.get("name")), ms(time.perf_counter() - started)
             if response.status_code in (401, 403):
                 raise GrafanaError(response)
             if response.status_code == 400 or (response.status_code == 200 and body.get("status")):
@@ -301,7 +297,7 @@ async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
             if ds.get("type") == "tempo":  # no health check (404, or 500/501 on newer servers)
                 problem = await _tempo_echo(ctx, uid)
                 if problem is None:
-                    return "healthy", str(ds.get("name")), _ms(time.perf_counter() - started)
+                    return "healthy", str(ds.get("name")), ms(time.perf_counter() - started)
                 return "broken", f"{label}: {problem}", 0.0
             if response.status_code in (404, 501):
                 return "unchecked", label, 0.0  # the plugin has no health check
@@ -374,7 +370,7 @@ async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
     for uid, title in wanted.items():
         started = time.perf_counter()
         response = await client.http.get(f"/api/dashboards/uid/{quote(uid, safe='')}")
-        load_ms.append(_ms(time.perf_counter() - started))
+        load_ms.append(ms(time.perf_counter() - started))
         if response.status_code in (401, 403):
             raise GrafanaError(response)
         if response.status_code != 200:
@@ -547,7 +543,7 @@ async def check_probe_rule(ctx: CheckContext[GrafanaClient]) -> str:
     ctx.cleanup(delete, f"delete alert rule {rule['uid']}")
     started = time.perf_counter()
     created = await client.http.post("/api/v1/provisioning/alert-rules", json=rule, headers=PROVENANCE_OFF)  # fmt: skip
-    ctx.evidence["create_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["create_ms"] = ms(time.perf_counter() - started)
     if created.status_code in (401, 403):
         raise GrafanaError(created)
     if created.status_code != 201:
@@ -567,7 +563,7 @@ async def check_probe_rule(ctx: CheckContext[GrafanaClient]) -> str:
         raise CheckFailed(f"probe rule {rule['uid']} readable by uid but not in the rule list")
     started = time.perf_counter()
     deleted = await client.http.delete(path, headers=PROVENANCE_OFF)
-    ctx.evidence["delete_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["delete_ms"] = ms(time.perf_counter() - started)
     if deleted.status_code != 204:
         raise CheckFailed(f"DELETE {path}: expected 204, saw {_said(deleted)}")
     gone = await client.http.get(path)
@@ -636,12 +632,12 @@ async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
         value = _instant_value(result)
         if value != nonce:
             raise CheckFailed(f"query vector({nonce}) through {name} ({uid}): expected {nonce}, saw {value}")  # fmt: skip
-    p50 = _ms(statistics.median(latencies))
+    p50 = ms(statistics.median(latencies))
     ctx.evidence.update(
         datasource=uid,
         queries=QUERY_SAMPLES,
         p50_ms=p50,
-        max_ms=_ms(max(latencies)),
+        max_ms=ms(max(latencies)),
         threshold_ms=threshold,
     )
     if p50 > threshold:

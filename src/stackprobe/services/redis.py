@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import WatchError
 
-from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
 from stackprobe.services.celery import (
@@ -121,15 +121,6 @@ def _keys(ctx: CheckContext[Client], *suffixes: str) -> list[str]:
     return keys
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
-
-
-def _expect(what: str, expected: Any, seen: Any) -> None:
-    if expected != seen:
-        raise CheckFailed(f"{what}: expected {expected!r}, saw {seen!r}")
-
-
 # --- connectivity -----------------------------------------------------------------------------
 
 
@@ -140,7 +131,7 @@ async def check_ping(ctx: CheckContext[Client]) -> str:
         started = time.perf_counter()
         pong = await ctx.client.ping()
         latencies.append(time.perf_counter() - started)
-        _expect("PING reply", True, pong)
+        expect("PING reply", True, pong)
     info = await ctx.client.info()
     role = str(info.get("role", "?"))
     ctx.evidence.update(
@@ -149,8 +140,8 @@ async def check_ping(ctx: CheckContext[Client]) -> str:
         mode=info.get("redis_mode"),
         connected_clients=info.get("connected_clients"),
         maxmemory_policy=info.get("maxmemory_policy"),
-        ping_ms_p50=_ms(statistics.median(latencies)),
-        ping_ms_max=_ms(max(latencies)),
+        ping_ms_p50=ms(statistics.median(latencies)),
+        ping_ms_max=ms(max(latencies)),
     )
     expected_role = ctx.service.expectations.get("role")
     if expected_role and expected_role != role:
@@ -167,16 +158,16 @@ async def check_data_types(ctx: CheckContext[Client]) -> str:
     r = ctx.client
     value = "héllo ✓ " + secrets.token_hex(4)
     await r.set(s, value, px=KEY_TTL_MS)
-    _expect("GET after SET", value.encode(), await r.get(s))
-    _expect("APPEND length", len(value.encode()) + 3, await r.append(s, "!!!"))
+    expect("GET after SET", value.encode(), await r.get(s))
+    expect("APPEND length", len(value.encode()) + 3, await r.append(s, "!!!"))
     await r.hset(h, mapping={"a": "1", "b": "two"})
     await r.pexpire(h, KEY_TTL_MS)
-    _expect("HINCRBY", 6, await r.hincrby(h, "a", 5))
-    _expect("HGETALL", {b"a": b"6", b"b": b"two"}, await r.hgetall(h))
+    expect("HINCRBY", 6, await r.hincrby(h, "a", 5))
+    expect("HGETALL", {b"a": b"6", b"b": b"two"}, await r.hgetall(h))
     await r.rpush(lst, "x", "y", "z")
     await r.pexpire(lst, KEY_TTL_MS)
-    _expect("LPOP", b"x", await r.lpop(lst))
-    _expect("LRANGE", [b"y", b"z"], await r.lrange(lst, 0, -1))
+    expect("LPOP", b"x", await r.lpop(lst))
+    expect("LRANGE", [b"y", b"z"], await r.lrange(lst, 0, -1))
     return "string, hash and list values read back exactly"
 
 
@@ -198,7 +189,7 @@ async def check_ttl(ctx: CheckContext[Client]) -> str:
             raise CheckFailed("key with a 200 ms TTL still exists")
 
     await ctx.eventually(gone, timeout=3.0, interval=0.05, what="expiry of a 200 ms key")
-    ctx.evidence["expired_after_ms"] = _ms(time.monotonic() - written)
+    ctx.evidence["expired_after_ms"] = ms(time.monotonic() - written)
     return f"TTL kept; a 200 ms key was gone after {ctx.evidence['expired_after_ms']:.0f} ms"
 
 
@@ -211,12 +202,12 @@ async def check_transactions(ctx: CheckContext[Client]) -> str:
             pipe.incr(counter)
         pipe.pexpire(counter, KEY_TTL_MS)
         replies = await pipe.execute()
-    _expect("pipelined INCR replies", list(range(1, 51)), replies[:-1])
+    expect("pipelined INCR replies", list(range(1, 51)), replies[:-1])
     async with r.pipeline(transaction=True) as tx:
         tx.set(watched, "a", px=KEY_TTL_MS)
         tx.append(watched, "b")
         tx.get(watched)
-        _expect("MULTI/EXEC replies", [True, 2, b"ab"], await tx.execute())
+        expect("MULTI/EXEC replies", [True, 2, b"ab"], await tx.execute())
     # optimistic locking: a write by another connection between WATCH and EXEC aborts EXEC
     async with r.pipeline(transaction=True) as tx:
         await tx.watch(watched)
@@ -235,7 +226,7 @@ async def check_transactions(ctx: CheckContext[Client]) -> str:
             raise CheckFailed(
                 "EXEC after a concurrent write to a WATCHed key: expected abort, it applied"
             )
-    _expect("value after aborted EXEC", b"changed-by-other-client", await r.get(watched))
+    expect("value after aborted EXEC", b"changed-by-other-client", await r.get(watched))
     return (
         "50 pipelined INCRs in order; MULTI/EXEC atomic; WATCH aborted EXEC on a concurrent write"
     )
@@ -256,18 +247,18 @@ async def check_lua_script(ctx: CheckContext[Client]) -> str:
     r = ctx.client
     await r.set(key, "old", px=KEY_TTL_MS)
     cas = r.register_script(_CAS_SCRIPT)
-    _expect(
+    expect(
         "CAS with the wrong expected value",
         0,
         await cas(keys=[key], args=["nope", "new", KEY_TTL_MS]),
     )
-    _expect("value after refused CAS", b"old", await r.get(key))
-    _expect(
+    expect("value after refused CAS", b"old", await r.get(key))
+    expect(
         "CAS with the right expected value",
         1,
         await cas(keys=[key], args=["old", "new", KEY_TTL_MS]),
     )
-    _expect("value after CAS", b"new", await r.get(key))
+    expect("value after CAS", b"new", await r.get(key))
     ctx.evidence["script_sha"] = cas.sha
     return "compare-and-set script refused the stale value and applied the current one"
 
@@ -317,10 +308,10 @@ async def check_session_lifecycle(ctx: CheckContext[Client]) -> str:
     store = SessionStore(ctx, ttl_ms=KEY_TTL_MS)
     data = {"user": "probe-user", "role": "reader", "csrf": secrets.token_hex(8)}
     sid = await store.create(data)
-    _expect("session read back", data, await store.read(sid))
+    expect("session read back", data, await store.read(sid))
     if not await store.logout(sid):
         raise CheckFailed("logout: DEL removed nothing")
-    _expect("session after logout", {}, await store.read(sid, slide=False))
+    expect("session after logout", {}, await store.read(sid, slide=False))
     return "session created, read back, gone after logout"
 
 
@@ -361,10 +352,10 @@ async def check_concurrent_sessions(ctx: CheckContext[Client]) -> str:
     seen = await asyncio.gather(*(store.read(s) for s in sids))
     for i, (user, session) in enumerate(zip(users, seen, strict=True)):
         expected = {"user": user, "cart": "changed" if i == 3 else str(i)}
-        _expect(f"session of {user}", expected, session)
+        expect(f"session of {user}", expected, session)
     await store.logout(sids[5])
     remaining = await asyncio.gather(*(ctx.client.exists(s) for s in sids))
-    _expect(
+    expect(
         "sessions alive after one logout", [i != 5 for i in range(20)], [bool(x) for x in remaining]
     )
     ctx.evidence["sessions"] = len(sids)
@@ -411,8 +402,8 @@ async def check_celery_round_trip(ctx: CheckContext[Client]) -> str:
     ctx.cleanup(lambda: client.forget_result(task_id), "delete task result")
     nonce = secrets.token_hex(8)
     took = await client.round_trip(task_id, nonce, timeout=15)
-    ctx.evidence.update(queue=queue, task_id=task_id, round_trip_ms=_ms(took))
-    return f"round trip {_ms(took)} ms via {len(consumers)} worker(s) on {queue!r}"
+    ctx.evidence.update(queue=queue, task_id=task_id, round_trip_ms=ms(took))
+    return f"round trip {ms(took)} ms via {len(consumers)} worker(s) on {queue!r}"
 
 
 # --- cache invalidation -----------------------------------------------------------------------
@@ -424,11 +415,9 @@ async def check_ttl_and_delete(ctx: CheckContext[Client]) -> str:
     r = ctx.client
     await r.set(expiring, "cached", px=300)
     await r.set(deleted, "cached", px=KEY_TTL_MS)
-    _expect(
-        "cache hit before invalidation", [b"cached", b"cached"], await r.mget(expiring, deleted)
-    )
-    _expect("DEL count", 1, await r.delete(deleted))
-    _expect("read after delete", None, await r.get(deleted))
+    expect("cache hit before invalidation", [b"cached", b"cached"], await r.mget(expiring, deleted))
+    expect("DEL count", 1, await r.delete(deleted))
+    expect("read after delete", None, await r.get(deleted))
     written = time.monotonic()
 
     async def miss() -> None:
@@ -436,7 +425,7 @@ async def check_ttl_and_delete(ctx: CheckContext[Client]) -> str:
             raise CheckFailed("entry with a 300 ms TTL still served")
 
     await ctx.eventually(miss, timeout=3.0, interval=0.05, what="TTL invalidation")
-    ctx.evidence["ttl_miss_after_ms"] = _ms(time.monotonic() - written)
+    ctx.evidence["ttl_miss_after_ms"] = ms(time.monotonic() - written)
     return f"DEL invalidates at once; a 300 ms entry missed after {ctx.evidence['ttl_miss_after_ms']:.0f} ms"
 
 
@@ -455,9 +444,9 @@ async def check_versioned_and_tags(ctx: CheckContext[Client]) -> str:
         current = int(await r.get(version) or 0)
         return await r.get({1: v1, 2: v2}.get(current, v2))
 
-    _expect("read through version 1", b"stale", await read_current())
-    _expect("version bump", 2, await r.incr(version))
-    _expect("read after version bump", None, await read_current())
+    expect("read through version 1", b"stale", await read_current())
+    expect("version bump", 2, await r.incr(version))
+    expect("read after version bump", None, await read_current())
     # tag-based: each tag is a set of entry keys; invalidating a tag deletes its members
     async with r.pipeline(transaction=True) as tx:
         for key, tag in ((a1, tag_a), (a2, tag_a), (b1, tag_b)):
@@ -470,8 +459,8 @@ async def check_versioned_and_tags(ctx: CheckContext[Client]) -> str:
         tx.delete(*members)
         tx.delete(tag_a)
         deleted = (await tx.execute())[0]
-    _expect("entries deleted with tag a", 2, deleted)
-    _expect("entries after invalidating tag a", [None, None, b"cached"], await r.mget(a1, a2, b1))
+    expect("entries deleted with tag a", 2, deleted)
+    expect("entries after invalidating tag a", [None, None, b"cached"], await r.mget(a1, a2, b1))
     return "a version bump hid the stale entry; invalidating a tag removed exactly its 2 entries"
 
 
@@ -492,13 +481,13 @@ async def check_pubsub_invalidation(ctx: CheckContext[Client]) -> str:
         raise CheckFailed(f"SUBSCRIBE not confirmed within 2 s, saw {confirm!r}")
     sent = time.monotonic()
     receivers = await ctx.client.publish(channel, entry)
-    _expect("PUBLISH receivers", 1, receivers)
+    expect("PUBLISH receivers", 1, receivers)
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
     if not message or message.get("data") != entry.encode():
         raise CheckFailed(f"invalidation message not received within 2 s, saw {message!r}")
     local_cache.pop(message["data"].decode(), None)
-    _expect("subscriber cache after invalidation", {}, local_cache)
-    ctx.evidence["delivery_ms"] = _ms(time.monotonic() - sent)
+    expect("subscriber cache after invalidation", {}, local_cache)
+    ctx.evidence["delivery_ms"] = ms(time.monotonic() - sent)
     return f"invalidation reached the subscriber in {ctx.evidence['delivery_ms']} ms"
 
 
