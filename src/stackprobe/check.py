@@ -145,7 +145,11 @@ class CheckContext(Generic[ClientT]):
             except TimeoutError:
                 problems.append(f"cleanup {what} timed out after {timeout:g} s")
             except Exception as exc:  # noqa: BLE001 - a failed cleanup is reported, never raised
-                problems.append(f"cleanup {what} failed: {type(exc).__name__}: {exc}")
+                from stackprobe.explain import explain  # explain reads CheckFailed from here
+
+                problems.append(
+                    f"cleanup {what} failed: {explain(exc).removeprefix('check crashed: ')}"
+                )
         return problems
 
 

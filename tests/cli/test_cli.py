@@ -15,6 +15,7 @@ import redis
 
 from stackprobe.catalog import all_checks, known_kinds
 from stackprobe.sandbox.components import all_components
+from stackprobe.sandbox.manager import Sandbox
 from tests.conftest import CliRunner, RunningSandbox, free_port
 
 
@@ -143,40 +144,44 @@ def test_ctrl_c_runs_cleanups_and_exits_130(cli: CliRunner, sandbox: RunningSand
 
 def test_sandbox_up_twice_down_and_missing_binary(tmp_path: Path) -> None:
     runner = CliRunner(state_dir=tmp_path / "state", cwd=tmp_path)
-    first = runner("sandbox", "up")
-    assert first.code == 0, first.stderr
-    pids = (tmp_path / "state/sandbox/redis/pid").read_text()
-    again = runner("sandbox", "up")
-    assert again.code == 0 and "already running" in again.stderr
-    assert (tmp_path / "state/sandbox/redis/pid").read_text() == pids
-    status = runner("sandbox", "status")
-    assert status.code == 0 and status.stdout.count("ready") == len(all_components())
-    pid = int(pids.split()[0])
-    # Redis stopped: every check errors with a one-line cause, exit 1, no traceback
-    os.kill(pid, signal.SIGTERM)
-    while (
-        Path(f"/proc/{pid}").exists()
-        and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    ):
-        time.sleep(0.02)
-    res = runner("run", "--sandbox", "--format", "json")
-    assert res.code == 1
-    no_traceback(res.stdout, res.stderr)
-    doc = json.loads(res.stdout)
-    on_redis = [r for r in doc["results"] if r["kind"] in ("redis", "celery")]
-    assert {r["outcome"] for r in on_redis} == {"error"}
-    assert all(r["message"].startswith("redis: cannot connect to 127.0.0.1:") for r in on_redis)
-    # `up` restarts what died, and the worker that depends on it
-    again = runner("sandbox", "up")
-    assert again.code == 0 and "celery-worker: stopped" in again.stderr
-    assert runner("run", "--sandbox").code == 0
-    pids = (tmp_path / "state/sandbox/redis/pid").read_text()
-    pid = int(pids.split()[0])
-    down = runner("sandbox", "down")
-    assert down.code == 0 and f"{len(all_components())} process(es)" in down.stdout
-    assert (
-        not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    )
+    try:
+        first = runner("sandbox", "up")
+        assert first.code == 0, first.stderr
+        pids = (tmp_path / "state/sandbox/redis/pid").read_text()
+        again = runner("sandbox", "up")
+        assert again.code == 0 and "already running" in again.stderr
+        assert (tmp_path / "state/sandbox/redis/pid").read_text() == pids
+        status = runner("sandbox", "status")
+        assert status.code == 0 and status.stdout.count("ready") == len(all_components())
+        pid = int(pids.split()[0])
+        # Redis stopped: every check errors with a one-line cause, exit 1, no traceback
+        os.kill(pid, signal.SIGTERM)
+        while (
+            Path(f"/proc/{pid}").exists()
+            and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        ):
+            time.sleep(0.02)
+        res = runner("run", "--sandbox", "--format", "json")
+        assert res.code == 1
+        no_traceback(res.stdout, res.stderr)
+        doc = json.loads(res.stdout)
+        on_redis = [r for r in doc["results"] if r["kind"] in ("redis", "celery")]
+        assert {r["outcome"] for r in on_redis} == {"error"}
+        assert all(r["message"].startswith("redis: cannot connect to 127.0.0.1:") for r in on_redis)
+        # `up` restarts what died, and the worker that depends on it
+        again = runner("sandbox", "up")
+        assert again.code == 0 and "celery-worker: stopped" in again.stderr
+        assert runner("run", "--sandbox").code == 0
+        pids = (tmp_path / "state/sandbox/redis/pid").read_text()
+        pid = int(pids.split()[0])
+        down = runner("sandbox", "down")
+        assert down.code == 0 and f"{len(all_components())} process(es)" in down.stdout
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+    finally:  # a failure above must not leave the whole sandbox running
+        Sandbox(root=tmp_path / "state" / "sandbox").down()
     assert runner("sandbox", "status").code == 1
     empty = tmp_path / "empty-bin"
     empty.mkdir()

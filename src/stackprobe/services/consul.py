@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
 from stackprobe.dns import SrvAnswer, query_srv
 from stackprobe.errors import ServiceError
 from stackprobe.explain import explain
@@ -316,15 +316,6 @@ KIND: Kind[ConsulClient] = Kind(
 check = KIND.check
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
-
-
-def _expect(what: str, expected: Any, seen: Any) -> None:
-    if expected != seen:
-        raise CheckFailed(f"{what}: expected {expected!r}, saw {seen!r}")
-
-
 def _free_port_number() -> int:
     return 20000 + secrets.randbelow(40000)
 
@@ -393,7 +384,7 @@ def _ids(entries: list[dict[str, Any]], key: str = "Service") -> list[str]:
 async def check_leader(ctx: CheckContext[ConsulClient]) -> str:
     started = time.perf_counter()
     leader = await ctx.client.get("/v1/status/leader")
-    ctx.evidence["leader_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["leader_ms"] = ms(time.perf_counter() - started)
     peers = list(await ctx.client.get("/v1/status/peers"))
     ctx.evidence.update(leader=leader, peers=peers)
     if not leader:  # decided before anything else: a leaderless agent may stall other calls
@@ -462,7 +453,7 @@ async def check_registration(ctx: CheckContext[ConsulClient]) -> str:
     }
     started = time.monotonic()
     await _register(ctx, dict(fields))
-    ctx.evidence["register_ms"] = _ms(time.monotonic() - started)
+    ctx.evidence["register_ms"] = ms(time.monotonic() - started)
 
     async def listed() -> list[dict[str, Any]]:
         entries = await client.catalog_service(service_id)
@@ -471,8 +462,8 @@ async def check_registration(ctx: CheckContext[ConsulClient]) -> str:
         return entries
 
     entries = await ctx.eventually(listed, timeout=5.0, interval=0.05, what="catalog registration")
-    ctx.evidence["visible_after_ms"] = _ms(time.monotonic() - started)
-    _expect("catalog entries for the probe service", 1, len(entries))
+    ctx.evidence["visible_after_ms"] = ms(time.monotonic() - started)
+    expect("catalog entries for the probe service", 1, len(entries))
     seen = {name: entries[0].get(catalog) for name, catalog in _CATALOG_FIELDS.items()}
     ctx.evidence["catalog_entry"] = seen
     if seen != fields:
@@ -481,7 +472,7 @@ async def check_registration(ctx: CheckContext[ConsulClient]) -> str:
             f"catalog entry: expected { ({k: fields[k] for k in diff})!r}, saw {diff!r}"
         )
     agent_view = await client.get(f"/v1/agent/service/{_q(service_id)}")
-    _expect(
+    expect(
         "agent's view of the service (port, tags)",
         (fields["Port"], fields["Tags"]),
         (agent_view.get("Port"), agent_view.get("Tags")),
@@ -498,7 +489,7 @@ async def check_registration(ctx: CheckContext[ConsulClient]) -> str:
             raise CheckFailed("still in /v1/agent/services")
 
     await ctx.eventually(gone, timeout=5.0, interval=0.05, what="deregistration")
-    ctx.evidence["gone_after_ms"] = _ms(time.monotonic() - deregistered)
+    ctx.evidence["gone_after_ms"] = ms(time.monotonic() - deregistered)
     return (
         f"listed with all 6 fields after {ctx.evidence['visible_after_ms']:.0f} ms, "
         f"gone {ctx.evidence['gone_after_ms']:.0f} ms after deregistration"
@@ -567,7 +558,7 @@ async def check_ttl_transitions(ctx: CheckContext[ConsulClient]) -> str:
         if action is not None:
             await ctx.client.ttl_update(check_id, action, note)
         took, output = await _await_status(ctx, service_id, check_id, expected, timeout=5.0)
-        transitions.append({"to": expected, "via": action or "register", "visible_ms": _ms(took)})
+        transitions.append({"to": expected, "via": action or "register", "visible_ms": ms(took)})
         if action is not None and note not in output:
             raise CheckFailed(
                 f"{expected} check output: expected the note {note!r}, saw {output!r}"
@@ -674,13 +665,13 @@ async def check_http(ctx: CheckContext[ConsulClient]) -> str:
     passing_after, _ = await _await_status(
         ctx, service_id, check_id, "passing", timeout=8.0, detail=requests
     )
-    ctx.evidence["passing_after_ms"] = _ms(passing_after)
+    ctx.evidence["passing_after_ms"] = ms(passing_after)
     endpoint.status = 500
     critical_after, output = await _await_status(
         ctx, service_id, check_id, "critical", timeout=8.0, detail=requests
     )
     ctx.evidence.update(
-        critical_after_ms=_ms(critical_after), requests=endpoint.requests, output=output[:200]
+        critical_after_ms=ms(critical_after), requests=endpoint.requests, output=output[:200]
     )
     if "500" not in output:
         raise CheckFailed(
@@ -715,22 +706,20 @@ async def check_kv_round_trip(ctx: CheckContext[ConsulClient]) -> str:
     text = f"héllo ✓ 𝄞 {secrets.token_hex(4)}"
     flags = secrets.randbelow(2**32)
     started = time.perf_counter()
-    _expect("PUT of a binary value", True, await client.kv_put(binary_key, binary, flags=flags))
-    ctx.evidence["put_ms"] = _ms(time.perf_counter() - started)
-    _expect("PUT of a UTF-8 value", True, await client.kv_put(text_key, text.encode()))
+    expect("PUT of a binary value", True, await client.kv_put(binary_key, binary, flags=flags))
+    ctx.evidence["put_ms"] = ms(time.perf_counter() - started)
+    expect("PUT of a UTF-8 value", True, await client.kv_put(text_key, text.encode()))
     started = time.perf_counter()
     entry, _ = await client.kv_get(binary_key)
-    ctx.evidence["get_ms"] = _ms(time.perf_counter() - started)
+    ctx.evidence["get_ms"] = ms(time.perf_counter() - started)
     if entry is None:
         raise CheckFailed(f"GET {binary_key}: expected the value just written, saw 404")
-    _expect("binary value (JSON, base64)", binary, entry.value)
-    _expect("flags", flags, entry.flags)
+    expect("binary value (JSON, base64)", binary, entry.value)
+    expect("flags", flags, entry.flags)
     raw = await client.call("GET", f"/v1/kv/{_q(binary_key)}", params={"raw": "true"})
-    _expect("binary value (?raw)", binary, raw.content)
+    expect("binary value (?raw)", binary, raw.content)
     text_entry, _ = await client.kv_get(text_key)
-    _expect(
-        "UTF-8 value", text, text_entry.value.decode("utf-8", "replace") if text_entry else None
-    )
+    expect("UTF-8 value", text, text_entry.value.decode("utf-8", "replace") if text_entry else None)
     ctx.evidence.update(binary_bytes=len(binary), text_bytes=len(text.encode()), flags=flags)
     return f"{len(binary)} binary bytes, a UTF-8 value and flags {flags} read back exactly"
 
@@ -743,34 +732,34 @@ async def check_kv_round_trip(ctx: CheckContext[ConsulClient]) -> str:
 async def check_kv_cas(ctx: CheckContext[ConsulClient]) -> str:
     (key,) = _kv_keys(ctx, "cas")
     client = ctx.client
-    _expect("create-only PUT (cas=0) of a new key", True, await client.kv_put(key, b"v1", cas=0))
-    _expect(
+    expect("create-only PUT (cas=0) of a new key", True, await client.kv_put(key, b"v1", cas=0))
+    expect(
         "create-only PUT (cas=0) of an existing key",
         False,
         await client.kv_put(key, b"other", cas=0),
     )
     entry, _ = await client.kv_get(key)
-    _expect("value after the refused create-only PUT", b"v1", entry.value if entry else None)
+    expect("value after the refused create-only PUT", b"v1", entry.value if entry else None)
     assert entry is not None
     stale = entry.modify_index
-    _expect("plain PUT", True, await client.kv_put(key, b"v2"))
+    expect("plain PUT", True, await client.kv_put(key, b"v2"))
     current, _ = await client.kv_get(key)
     if current is None or current.modify_index <= stale:
         raise CheckFailed(
             f"ModifyIndex after a PUT: expected more than {stale}, saw {current.modify_index if current else None}"
         )
-    _expect(
+    expect(
         f"PUT with the stale index (cas={stale})",
         False,
         await client.kv_put(key, b"stale", cas=stale),
     )
-    _expect("value after the refused stale PUT", b"v2", (await client.kv_get(key))[0].value)  # type: ignore[union-attr]
-    _expect(
+    expect("value after the refused stale PUT", b"v2", (await client.kv_get(key))[0].value)  # type: ignore[union-attr]
+    expect(
         f"PUT with the current index (cas={current.modify_index})",
         True,
         await client.kv_put(key, b"v3", cas=current.modify_index),
     )
-    _expect("value after the CAS PUT", b"v3", (await client.kv_get(key))[0].value)  # type: ignore[union-attr]
+    expect("value after the CAS PUT", b"v3", (await client.kv_get(key))[0].value)  # type: ignore[union-attr]
     ctx.evidence.update(stale_index=stale, current_index=current.modify_index)
     return f"cas=0 refused an existing key; cas={stale} (stale) refused, cas={current.modify_index} applied"
 
@@ -785,19 +774,19 @@ async def check_kv_list_and_delete(ctx: CheckContext[ConsulClient]) -> str:
     a, bc, d, sibling = _kv_keys(ctx, "tree/a", "tree/b/c", "tree/d", "tree-sibling")
     client = ctx.client
     for key in (a, bc, d, sibling):
-        _expect(f"PUT {key}", True, await client.kv_put(key, key.encode()))
+        expect(f"PUT {key}", True, await client.kv_put(key, key.encode()))
     listed = await client.kv_list(tree)
-    _expect(f"keys listed under {tree} (?recurse)", [a, bc, d], sorted(e.key for e in listed))
-    _expect(
+    expect(f"keys listed under {tree} (?recurse)", [a, bc, d], sorted(e.key for e in listed))
+    expect(
         "values listed",
         [a.encode(), bc.encode(), d.encode()],
         [e.value for e in sorted(listed, key=lambda e: e.key)],
     )
-    _expect(f"key names under {tree} (?keys)", [a, bc, d], sorted(await client.kv_keys(tree)))
+    expect(f"key names under {tree} (?keys)", [a, bc, d], sorted(await client.kv_keys(tree)))
     await client.kv_delete(bc)
     gone, _ = await client.kv_get(bc)
-    _expect(f"GET {bc} after DELETE", None, gone)
-    _expect(f"keys under {tree} after one DELETE", [a, d], sorted(await client.kv_keys(tree)))
+    expect(f"GET {bc} after DELETE", None, gone)
+    expect(f"keys under {tree} after one DELETE", [a, d], sorted(await client.kv_keys(tree)))
     ctx.evidence.update(listed=len(listed), prefix=tree)
     return f"recursive list returned exactly the {len(listed)} keys under the prefix; DELETE removed one"
 
@@ -829,16 +818,16 @@ async def check_kv_blocking_query(ctx: CheckContext[ConsulClient]) -> str:
         index_before=index,
         index_after=new_index,
         held_s=round(written - sent, 3),
-        wake_ms=_ms(woke),
+        wake_ms=ms(woke),
     )
-    _expect("value the blocking query returned", b"after", entry.value if entry else None)
+    expect("value the blocking query returned", b"after", entry.value if entry else None)
     if new_index <= index:
         raise CheckFailed(
             f"X-Consul-Index after the write: expected more than {index}, saw {new_index}"
         )
     if woke > 1.0:
         raise CheckFailed(f"blocking query woke {woke:.2f} s after the write: expected within 1 s")
-    return f"blocking query held {written - sent:.1f} s, woke {_ms(woke)} ms after the write"
+    return f"blocking query held {written - sent:.1f} s, woke {ms(woke)} ms after the write"
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
@@ -862,22 +851,22 @@ async def check_kv_lock(ctx: CheckContext[ConsulClient]) -> str:
     for holder in ("a", "b"):
         sessions.append(await client.session_create(ctx.name(f"consul-lock-{holder}")))
     first, second = sessions
-    _expect("acquire by the first session", True, await client.kv_put(key, b"a", acquire=first))
-    _expect(
+    expect("acquire by the first session", True, await client.kv_put(key, b"a", acquire=first))
+    expect(
         "acquire by a second session while held",
         False,
         await client.kv_put(key, b"b", acquire=second),
     )
     entry, _ = await client.kv_get(key)
-    _expect("lock holder", first, entry.session if entry else None)
-    _expect("release by the holder", True, await client.kv_put(key, b"a", release=first))
-    _expect(
+    expect("lock holder", first, entry.session if entry else None)
+    expect("release by the holder", True, await client.kv_put(key, b"a", release=first))
+    expect(
         "acquire by the second session after release",
         True,
         await client.kv_put(key, b"b", acquire=second),
     )
     entry, _ = await client.kv_get(key)
-    _expect("lock holder after hand-over", second, entry.session if entry else None)
+    expect("lock holder after hand-over", second, entry.session if entry else None)
     ctx.evidence.update(sessions=len(sessions), lock_index=entry.modify_index if entry else None)
     return "a second session was refused the held lock and acquired it after release"
 
@@ -916,27 +905,27 @@ async def check_health_filtering(ctx: CheckContext[ConsulClient]) -> str:
 
     started = time.monotonic()
     await ctx.eventually(registered, timeout=5.0, interval=0.05, what="both instances listed")
-    ctx.evidence["visible_after_ms"] = _ms(time.monotonic() - started)
+    ctx.evidence["visible_after_ms"] = ms(time.monotonic() - started)
     started = time.perf_counter()
     passing = _ids(await client.health_service(name, passing=True))
-    ctx.evidence["passing_query_ms"] = _ms(time.perf_counter() - started)
-    _expect(f"/v1/health/service/{name}?passing", [healthy["ID"]], passing)
-    _expect(
+    ctx.evidence["passing_query_ms"] = ms(time.perf_counter() - started)
+    expect(f"/v1/health/service/{name}?passing", [healthy["ID"]], passing)
+    expect(
         "?tag=green (the critical instance)",
         [failing["ID"]],
         _ids(await client.health_service(name, tag="green")),
     )
-    _expect(
+    expect(
         "?passing&tag=green", [], _ids(await client.health_service(name, passing=True, tag="green"))
     )
-    _expect(
+    expect(
         "catalog ?tag=blue",
         [healthy["ID"]],
         _ids(await client.catalog_service(name, tag="blue"), key="Catalog"),
     )
-    _expect("catalog instances", both, _ids(await client.catalog_service(name), key="Catalog"))
+    expect("catalog instances", both, _ids(await client.catalog_service(name), key="Catalog"))
     services = await client.get("/v1/catalog/services")
-    _expect(
+    expect(
         f"tags of {name} in /v1/catalog/services",
         ["blue", "green", "stackprobe"],
         sorted(services.get(name) or []),
@@ -976,21 +965,21 @@ async def check_dns_srv(ctx: CheckContext[ConsulClient]) -> str:
     answer, took = await ctx.eventually(answered, timeout=5.0, interval=0.05, what="DNS SRV answer")
     ctx.evidence.update(
         dns=f"{host}:{port}",
-        visible_after_ms=_ms(time.monotonic() - started),
-        query_ms=_ms(took),
+        visible_after_ms=ms(time.monotonic() - started),
+        query_ms=ms(took),
         srv=[f"{r.priority} {r.weight} {r.port} {r.target}" for r in answer.records],
         addresses=answer.addresses,
     )
     target = answer.records[0].target.lower()
-    _expect("A record of the SRV target", [healthy["Address"]], answer.addresses.get(target))
+    expect("A record of the SRV target", [healthy["Address"]], answer.addresses.get(target))
     blue, _ = await ask(f"blue.{name}.service.{domain}")
-    _expect("SRV ports for tag blue", [healthy["Port"]], [r.port for r in blue.records])
+    expect("SRV ports for tag blue", [healthy["Port"]], [r.port for r in blue.records])
     green, _ = await ask(f"green.{name}.service.{domain}")
-    _expect(
+    expect(
         "SRV records for tag green (only a critical instance)", [], [r.port for r in green.records]
     )
     ctx.evidence["green_rcode"] = green.rcode
     return (
-        f"SRV answer listed only the healthy instance (port {healthy['Port']}) in {_ms(took)} ms; "
+        f"SRV answer listed only the healthy instance (port {healthy['Port']}) in {ms(took)} ms; "
         "tag queries agree"
     )
