@@ -143,9 +143,7 @@ def main() -> None:
             f"\nCPU over {wall:.0f} s at a 1 s interval ({len(box.components)} sandbox services):"
         )
         print(f"  stackprobe serve  {serve_pct:.2f} % of one core")
-        print(
-            f"  redis-cli loop    {base_pct:.2f} % of one core (bash and its redis-cli children)"
-        )
+        print(f"  redis-cli loop    {base_pct:.2f} % of one core (bash and its redis-cli children)")
     finally:
         serve.send_signal(signal.SIGINT)
         baseline.kill()
