@@ -49,6 +49,7 @@ class Kind(Generic[ClientT]):
     endpoints: tuple[str, ...] = ()
     options_model: type[BaseModel] = NoOptions
     links: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # role -> kind(s)
+    default_username: str | None = None  # the user a password belongs to when none is set
     traffic_links: tuple[
         str, ...
     ] = ()  # link roles whose service this kind's checks send data through

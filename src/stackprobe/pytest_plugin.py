@@ -600,7 +600,10 @@ class ServiceHandle(CheckContext[ClientT]):
         """A bounded sync HTTP client on `url` with the configured credentials."""
         headers = {"Authorization": f"Bearer {self.service.token}"} if self.service.token else {}
         auth = (
-            (self.service.username or "", self.service.password)
+            (
+                self.service.username or known_kinds()[self.service.kind].default_username or "",
+                self.service.password,
+            )
             if self.service.password is not None
             else None
         )

@@ -218,6 +218,7 @@ KIND: Kind[ArangoClient] = Kind(
     capabilities=("connectivity", "metadata-storage", "graph-relationships", "query-performance"),
     connect=_connect,
     url_schemes=("http", "https"),
+    default_username=DEFAULT_USER,
     options_model=ArangoOptions,
     version=_version,
     liveness=_liveness,

@@ -178,6 +178,7 @@ KIND: Kind[GrafanaClient] = Kind(
     ),
     connect=_connect,
     url_schemes=("http", "https"),
+    default_username=DEFAULT_USER,
     options_model=GrafanaOptions,
     version=_version,
     liveness=_liveness,
