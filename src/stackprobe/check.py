@@ -144,6 +144,13 @@ class CheckContext(Generic[ClientT]):
                         await result
             except TimeoutError:
                 problems.append(f"cleanup {what} timed out after {timeout:g} s")
+            except asyncio.CancelledError:
+                # a second Ctrl-C or the deadline reached a cleanup: note it and still run the
+                # others, so that one interruption never leaves the rest of the data behind
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                problems.append(f"cleanup {what} interrupted")
             except Exception as exc:  # noqa: BLE001 - a failed cleanup is reported, never raised
                 from stackprobe.explain import explain  # explain reads CheckFailed from here
 

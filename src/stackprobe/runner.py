@@ -8,9 +8,10 @@ checks run alone on their service; nothing waits longer than the run deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -178,24 +179,33 @@ class Runner:
         t0 = time.monotonic()
         interrupted = False
         self.progress.started(len(self.plan.items))
-        sem = asyncio.Semaphore(max(1, self.concurrency))
-        locks: dict[str, _ServiceLock] = defaultdict(_ServiceLock)
-        async with AsyncExitStack() as exits:
-            await self._connect_all(exits)
-            tasks = [
-                asyncio.create_task(self._run_one(i, item, sem, self._holds(item, locks)))
-                for i, item in enumerate(self.plan.items)
-            ]
-            loop = asyncio.get_running_loop()
-            expire = loop.call_later(self.deadline, self._stop, tasks, "run deadline")
-            try:
-                await asyncio.gather(*tasks)
-            except asyncio.CancelledError:
+        phases = asyncio.create_task(self._phases())
+        expire = asyncio.get_running_loop().call_later(
+            self.deadline, self._stop, phases, "run deadline"
+        )
+        try:
+            await asyncio.shield(phases)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():  # Ctrl-C (not the deadline): stop the checks
+                me.uncancel()
                 interrupted = True
-                self._stop(tasks, "interrupted")
-                await asyncio.gather(*tasks, return_exceptions=True)
-            finally:
-                expire.cancel()
+                self._stop(phases, "interrupted")
+            with contextlib.suppress(asyncio.CancelledError):
+                await phases  # the stopped checks' cleanups finish
+        finally:
+            expire.cancel()
+        for i, item in enumerate(self.plan.items):  # checks that never started
+            if i not in self._results:
+                reason = self._stop_reason or "run stopped"
+                self._finish(
+                    i,
+                    item,
+                    Outcome.ERROR,
+                    f"{reason} reached before it started",
+                    {},
+                    time.monotonic(),
+                )
         results = [self._results[i] for i in range(len(self.plan.items))]
         results += [self._skipped(item, reason) for item, reason in self.plan.skipped]
         return RunResult(
@@ -214,24 +224,53 @@ class Runner:
             interrupted=interrupted,
         )
 
-    def _stop(self, tasks: Iterable[asyncio.Task[None]], reason: str) -> None:
+    def _stop(self, phases: asyncio.Task[None], reason: str) -> None:
         if self._stop_reason is None:
             self._stop_reason = reason
-        for task in tasks:
-            task.cancel()
+        if not phases.done() and not phases.cancelling():
+            phases.cancel()
 
-    async def _connect_all(self, exits: AsyncExitStack) -> None:
-        """Open one client per planned service; a failure becomes every check's error."""
-        for name, (kind_name, _) in self.plan.services.items():
-            kind = self._kinds[kind_name]
-            target = Target(name, self.plan.stack.service(name), self.plan.stack)
+    async def _phases(self) -> None:
+        """Connect, run the ordinary checks concurrently, then each disruptive check alone:
+        a check that stops or restarts a service must not make other checks fail."""
+        sem = asyncio.Semaphore(max(1, self.concurrency))
+        locks: dict[str, _ServiceLock] = defaultdict(_ServiceLock)
+        async with AsyncExitStack() as exits:
+            await asyncio.gather(
+                *(
+                    self._connect(name, kind, exits)
+                    for name, (kind, _) in self.plan.services.items()
+                )
+            )
+            items = list(enumerate(self.plan.items))
+            ordinary = [(i, it) for i, it in items if not it.spec.disruptive]
+            tasks = [
+                asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))
+                for i, it in ordinary
+            ]
             try:
-                async with asyncio.timeout(DEFAULT_TIMEOUT):
-                    self._clients[name] = await exits.enter_async_context(kind.connect(target))
-            except Exception as exc:  # noqa: BLE001 - becomes the error result of every check
-                self._connect_errors[name] = self._redactor.text(f"cannot connect: {explain(exc)}")
-                continue
-            self._versions[name] = await self._version(kind, self._clients[name])
+                await asyncio.gather(*tasks)
+                for i, it in items:
+                    if it.spec.disruptive:
+                        tasks = [
+                            asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))
+                        ]
+                        await tasks[0]
+            except asyncio.CancelledError:
+                await asyncio.gather(*tasks, return_exceptions=True)  # their cleanups run
+                raise
+
+    async def _connect(self, name: str, kind_name: str, exits: AsyncExitStack) -> None:
+        """Open the service's client; a failure becomes the error of each of its checks."""
+        kind = self._kinds[kind_name]
+        target = Target(name, self.plan.stack.service(name), self.plan.stack)
+        try:
+            async with asyncio.timeout(DEFAULT_TIMEOUT):
+                self._clients[name] = await exits.enter_async_context(kind.connect(target))
+        except Exception as exc:  # noqa: BLE001 - becomes the error result of every check
+            self._connect_errors[name] = self._redactor.text(f"cannot connect: {explain(exc)}")
+            return
+        self._versions[name] = await self._version(kind, self._clients[name])
 
     async def _version(self, kind: Kind[Any], client: Any) -> str | None:
         if kind.version is None:
@@ -306,9 +345,11 @@ class Runner:
                         outcome, message = Outcome.ERROR, problems[0]
                     else:  # the cause is already said; keep the message one line
                         message += f" (and {len(problems)} cleanup(s) failed; see evidence)"
-            for lock, exclusive in reversed(acquired):
-                await lock.release(exclusive)
-            self._finish(index, item, outcome, message, evidence, started)
+            try:
+                for lock, exclusive in reversed(acquired):
+                    await lock.release(exclusive)
+            finally:
+                self._finish(index, item, outcome, message, evidence, started)
 
     async def _call(
         self, spec: CheckSpec, ctx: CheckContext[Any], timeout: float

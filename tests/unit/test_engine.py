@@ -327,3 +327,43 @@ def test_checks_sending_through_a_linked_service_never_overlap_its_exclusive_che
     result = asyncio.run(Runner(plan, kinds={"col": collector, "store": store}).run())
     assert all(r.outcome is Outcome.PASSED for r in result.results)
     assert overlaps == []
+
+
+def test_deadline_during_a_cleanup_still_runs_the_other_cleanups() -> None:
+    h = Harness()
+
+    async def quick(ctx: CheckContext[Any]) -> None:
+        ctx.cleanup(lambda: h.events.append("second cleanup ran"), "second")
+
+        async def slow() -> None:
+            await asyncio.sleep(5)
+
+        ctx.cleanup(slow, "slow")  # registered last: runs first and is hit by the deadline
+
+    h.add(quick, timeout=60)
+    [r] = h.run(deadline=0.3).results
+    assert h.events == ["second cleanup ran"]
+    assert (r.outcome, r.message) == (Outcome.ERROR, "cleanup slow interrupted")
+
+
+def test_disruptive_checks_run_after_the_others_and_alone() -> None:
+    h = Harness()
+    timeline: list[tuple[str, int]] = []
+    active: set[str] = set()
+
+    def make(name: str) -> Check:
+        async def fn(ctx: CheckContext[Any]) -> None:
+            active.add(name)
+            timeline.append((name, len(active)))
+            await asyncio.sleep(0.05)
+            active.discard(name)
+
+        fn.__name__ = name
+        return fn
+
+    h.add(make("restart"), disruptive=True)
+    for i in range(4):
+        h.add(make(f"ordinary{i}"))
+    result = h.run()
+    assert all(r.outcome is Outcome.PASSED for r in result.results)
+    assert timeline[-1] == ("restart", 1)  # last, and nothing else was running
