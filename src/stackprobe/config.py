@@ -18,9 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stackprobe.errors import ConfigError
+from stackprobe.redact import Redactor
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIASES = 100
+MAX_NODES = 100_000
 SECRET_FIELDS = ("password", "token")
 SECRET_FILE_FIELDS = {"password_file": "password", "token_file": "token"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -148,6 +150,7 @@ def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
     problems: list[str] = []
     missing: dict[str, list[str]] = {}
     warnings: list[str] = []
+    _check_size(raw, path)
     data = _interpolate(raw, (), env, problems, missing, path)
     if problems:  # later errors would only be consequences of the unset variables
         raise ConfigError(problems[0], problems)
@@ -165,6 +168,24 @@ def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
     if problems:
         raise ConfigError(problems[0], problems)
     return Stack(path=path, config=config, links=links, warnings=warnings, missing_secrets=missing)
+
+
+def _check_size(raw: Any, path: Path) -> None:
+    """Refuse documents that expand too far: nested aliases multiply, a flat count does not
+    see it (ten lines can expand to 10^8 nodes)."""
+    budget = MAX_NODES
+    pending = [raw]
+    while pending:
+        node = pending.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(
+                f"{path}: the document expands to more than {MAX_NODES} values (nested YAML aliases?)"
+            )
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
 
 
 def _validate(data: dict[str, Any], path: Path, problems: list[str]) -> StackConfig:
@@ -395,4 +416,9 @@ def _pydantic_msg(err: Any) -> str:
     if kind == "literal_error":
         return f"{err['msg'].lower()}, got {err['input']!r}"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{msg} (got {err['input']!r})" if kind.endswith("_type") else msg
+    if not kind.endswith("_type"):
+        return msg
+    field = str(err["loc"][-1]) if err["loc"] else ""
+    if field in {"password", "token", "username"}:  # never echo what may be a secret
+        return msg
+    return f"{msg} (got {Redactor().text(repr(err['input']))})"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from stackprobe.results import CheckResult, Coverage, ServiceCoverage
+from stackprobe.results import Cell, CheckResult, Coverage, ServiceCoverage
 
-NOT_RUN = "not run"
+NOT_RUN: Cell = "not run"
 _RANK = {"passed": 4, "failed": 3, "error": 2, "skipped": 1, NOT_RUN: 0}
 
 
@@ -18,14 +18,14 @@ def compute(
     services: Mapping[str, tuple[str, tuple[str, ...]]], results: Iterable[CheckResult]
 ) -> Coverage:
     """`services` maps service name -> (kind, capabilities) for the selected services."""
-    cells: dict[str, dict[str, str]] = {
+    cells: dict[str, dict[str, Cell]] = {
         name: dict.fromkeys(caps, NOT_RUN) for name, (_, caps) in services.items()
     }
     for result in results:
         row = cells.get(result.service)
         if row is None or result.capability not in row:
             continue
-        seen = result.outcome.value
+        seen: Cell = result.outcome.value
         if _RANK[seen] > _RANK[row[result.capability]]:
             row[result.capability] = seen
     per_service = {}

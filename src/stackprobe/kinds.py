@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from stackprobe.check import CheckFn, CheckSpec, Severity, check_for
 from stackprobe.config import ServiceConfig, Stack
+from stackprobe.redact import Redactor
 
 ClientT = TypeVar("ClientT")
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
@@ -117,9 +118,9 @@ def _url_problems(url: str, schemes: tuple[str, ...]) -> list[str]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        return [f"{url!r} is not a valid URL ({exc})"]
+        return [f"{Redactor().text(repr(url))} is not a valid URL ({exc})"]
     if not parts.scheme or not parts.hostname:
-        return [f"{url!r} is not a valid URL (expected scheme://host:port)"]
+        return [f"{Redactor().text(repr(url))} is not a valid URL (expected scheme://host:port)"]
     if schemes and parts.scheme not in schemes:
         return [f"scheme {parts.scheme!r} not supported here (use {' or '.join(schemes)})"]
     del port

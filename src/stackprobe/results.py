@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -52,12 +52,15 @@ class Summary(BaseModel):
     skipped: int = 0
 
 
+Cell = Literal["passed", "failed", "error", "skipped", "not run"]
+
+
 class ServiceCoverage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str
     percent: float
-    capabilities: dict[str, str]
+    capabilities: dict[str, Cell]
 
 
 class Coverage(BaseModel):

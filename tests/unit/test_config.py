@@ -191,3 +191,24 @@ def test_stack_file_is_found_by_flag_then_env_then_cwd(
     assert find_stack_file(str(cwd_file)) == cwd_file
     with pytest.raises(ConfigError, match="stack file not found"):
         find_stack_file(str(tmp_path / "missing.yaml"))
+
+
+def test_nested_alias_expansion_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 10)
+    ]
+    [line] = problems(write(tmp_path, "\n".join(lines) + "\nservices: {}\n"))
+    assert "expands to more than 100000 values" in line
+
+
+def test_config_errors_never_echo_passwords(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  cache: {kind: redis, url: 'redis://:hunter2secret@127.0.0.1:notaport/0'}\n"
+        "  graf: {kind: redis, url: 'redis://h:1/0', password: 98765432123}\n",
+    )
+    text = "\n".join(problems(path))
+    assert "hunter2secret" not in text and "98765432123" not in text
+    assert "services.cache.url" in text and "services.graf.password" in text

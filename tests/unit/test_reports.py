@@ -90,3 +90,14 @@ def test_result_json_round_trips_and_exit_code_ignores_failed_warnings() -> None
     assert result.coverage.services["cache"].capabilities["persistence"] == "failed"
     assert result.coverage.services["cache"].capabilities["operations"] == "not run"
     assert result.coverage.percent == pytest.approx(14.3)
+
+
+def test_text_report_prints_messages_verbatim_even_with_brackets() -> None:
+    result = sample()
+    odd = result.results[1].model_copy(
+        update={"message": "expected [b'y', b'z'], saw [/api] [bold]x"}
+    )
+    result = result.model_copy(update={"results": [result.results[0], odd, *result.results[2:]]})
+    text = RENDERERS["text"](result, False)
+    assert "expected [b'y', b'z'], saw [/api] [bold]x" in " ".join(text.split())
+    assert text.count("cache (redis") == 1

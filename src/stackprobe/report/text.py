@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-from itertools import groupby
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -37,7 +36,10 @@ def build(result: RunResult) -> Group:
         )
     ]
     check_width = max((len(r.check) for r in result.results), default=10)
-    for service, rows in groupby(result.results, key=lambda r: r.service):
+    by_service: dict[str, list[CheckResult]] = {}
+    for r in result.results:  # first-seen order; skipped results come last in the list
+        by_service.setdefault(r.service, []).append(r)
+    for service, rows in by_service.items():
         info = result.services.get(service)
         cov = result.coverage.services.get(service)
         kind = info.kind if info else "?"
@@ -53,7 +55,8 @@ def build(result: RunResult) -> Group:
         table.add_column("time", justify="right", no_wrap=True, width=6)
         table.add_column("message", overflow="fold", ratio=1)
         for r in rows:
-            table.add_row(r.check, outcome_text(r), f"{r.duration_s:.2f}s", r.message)
+            # messages quote what services said: text, never rich markup ("[b'x']", "[/api]")
+            table.add_row(Text(r.check), outcome_text(r), f"{r.duration_s:.2f}s", Text(r.message))
         parts.append(table)
     s = result.summary
     status = "interrupted" if result.interrupted else ("FAILED" if result.exit_code else "OK")
