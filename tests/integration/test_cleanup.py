@@ -84,11 +84,13 @@ def test_clean_removes_only_old_leftovers_with_the_run_prefix(
     client.set(f"celery-task-meta-stackprobe-{old}-celery-1", "{}")
     client.set(f"stackprobe-{fresh}-redis-ops-string", "a run in progress")
     client.set("stackprobe-notarun", "user data")
+    client.set(f"audit:stackprobe-{old}-x", "an app key that merely contains an old run id")
     cli.use_sandbox(sandbox)
     res = cli("clean", "--sandbox", "--older-than", "1h")
     assert res.code == 0, res.stderr
     assert f"stackprobe-{old}-redis-session-abc" in res.stdout
-    assert client.keys(f"*{old}*") == []
+    assert client.keys(f"*{old}*") == [f"audit:stackprobe-{old}-x".encode()]
     assert client.get(f"stackprobe-{fresh}-redis-ops-string") == b"a run in progress"
     assert client.get("stackprobe-notarun") == b"user data"
     client.delete(f"stackprobe-{fresh}-redis-ops-string")
+    client.delete(f"audit:stackprobe-{old}-x")

@@ -123,7 +123,8 @@ class CeleryClient:
     async def round_trip(self, task_id: str, nonce: str, timeout: float) -> float:
         """Send `celery.accumulate(nonce)` and wait for the worker's answer; seconds taken."""
         started = time.monotonic()
-        result = self.app.send_task(
+        result = await asyncio.to_thread(  # publishing can block on the broker: not on the loop
+            self.app.send_task,
             "celery.accumulate",
             args=(nonce,),
             queue=self.queue,

@@ -332,7 +332,7 @@ async def check_promtool(ctx: CheckContext[PrometheusAPI]) -> str:
     "alerting-thresholds",
     title="the canary alert goes pending -> firing -> resolved when its metric crosses the threshold",
     name="canary_fires",
-    timeout=60,
+    timeout=90,  # pending 20 s + firing 30 s + resolved 30 s at most
     disruptive=True,  # a firing alert can page someone
 )
 async def check_canary(ctx: CheckContext[PrometheusAPI]) -> str:

@@ -32,7 +32,11 @@ from stackprobe.services.celery import (
 from stackprobe.urls import with_credentials
 
 Client = aioredis.Redis
-KEY_TTL_MS = 600_000  # upper bound on any key's life, should every cleanup fail
+KEY_TTL_MS = 600_000
+OWN_KEY_PREFIXES = (
+    PREFIX,
+    f"celery-task-meta-{PREFIX}",
+)  # upper bound on any key's life, should every cleanup fail
 PING_SAMPLES = 20
 
 
@@ -82,7 +86,9 @@ async def _sweep(client: Client, target: Target, cutoff: datetime) -> list[str]:
     removed = []
     async for key in client.scan_iter(match=f"*{PREFIX}*", count=500):
         name = key.decode("utf-8", "replace")
-        if is_leftover(name, cutoff):
+        # only names stackprobe creates: an application key that merely contains a run id
+        # (say "audit:stackprobe-2025...") is not ours
+        if name.startswith(OWN_KEY_PREFIXES) and is_leftover(name, cutoff):
             await client.delete(key)
             removed.append(name)
     return removed
@@ -497,7 +503,9 @@ async def check_pubsub_invalidation(ctx: CheckContext[Client]) -> str:
 async def _persistence(r: Client) -> dict[str, Any]:
     info = await r.info("persistence")
     try:
-        config = await r.config_get("save", "appendonly", "appendfsync")
+        config = {}
+        for name in ("save", "appendonly", "appendfsync"):  # one per call: Redis 6 takes one
+            config.update(await r.config_get(name))
     except aioredis.ResponseError:  # CONFIG disabled or renamed on managed Redis
         config = {}
     save = config.get("save")
