@@ -172,3 +172,31 @@ def test_shipped_stack_file_names_the_compose_kinds_discover_finds() -> None:
     assert {n: s["kind"] for n, s in shipped["services"].items()} == {
         n: s["kind"] for n, s in stack["services"].items()
     }
+
+
+def test_a_password_in_a_url_to_a_host_outside_the_stack_becomes_a_reference(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "worker": {
+                        "image": "myapp/worker:1.2",
+                        "command": ["celery", "-A", "app", "worker"],
+                        "environment": {
+                            "CELERY_BROKER_URL": "redis://:hunter2@redis.example.com:6379/0"
+                        },
+                    }
+                }
+            }
+        )
+    )
+    stack, notes = discovered(path, tmp_path)
+    text = yaml.safe_dump(stack) + "\n".join(notes)
+    assert "hunter2" not in text
+    assert (
+        stack["services"]["worker"]["url"]
+        == "redis://:${REDIS_EXAMPLE_COM_PASSWORD}@redis.example.com:6379/0"
+    )

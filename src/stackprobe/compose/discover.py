@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from stackprobe.compose.images import PROFILES, kind_of, profile_name
 from stackprobe.compose.model import ComposeFile, Service, is_reference, references
+from stackprobe.redact import Redactor
 
 Entry = dict[str, Any]
 
@@ -225,26 +226,33 @@ class _Discoverer:
             return None
         host = parts.hostname or ""
         target = self.compose.services.get(host)
-        if target is None:
-            return url if host not in ("", "localhost") else None
-        container_port = port or {"redis": 6379, "rediss": 6379}.get(parts.scheme, 0)
-        address = published(target, container_port)
-        if address is None:
-            self.note(svc, f"{url}: port {container_port} of {host} is not published")
-            return None
         userinfo = ""
-        if parts.password is not None:
+        if parts.password is not None:  # every URL, in the stack or outside it: never a literal
             secret = parts.password
             ref = (
                 secret
                 if is_reference(secret)
-                else "${" + stack_name(host).upper().replace("-", "_") + "_PASSWORD}"
+                else "${"
+                + stack_name(host).upper().replace("-", "_").replace(".", "_")
+                + "_PASSWORD}"
             )
             if ref != secret:
                 self.note(svc, f"{host}: the URL's password was replaced by {ref}")
             userinfo = f"{parts.username or ''}:{ref}@"
         elif parts.username:
             userinfo = f"{parts.username}@"
+        if target is None:
+            if host in ("", "localhost"):
+                return None
+            netloc = f"{userinfo}{host}" + (f":{port}" if port else "")
+            return urlunsplit(parts._replace(netloc=netloc))
+        container_port = port or {"redis": 6379, "rediss": 6379}.get(parts.scheme, 0)
+        address = published(target, container_port)
+        if address is None:
+            self.note(
+                svc, f"{Redactor().text(url)}: port {container_port} of {host} is not published"
+            )
+            return None
         path = parts.path or ""
         return f"{parts.scheme}://{userinfo}{address}{path}"
 
