@@ -6,6 +6,7 @@ can tell a leftover's age from its name alone, without any bookkeeping on the se
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
@@ -23,6 +24,13 @@ def new_run_id(now: datetime | None = None) -> str:
 def namespace(run_id: str) -> str:
     """The prefix every name a run creates starts with."""
     return f"{PREFIX}{run_id}-"
+
+
+def service_namespace(run_id: str, service: str) -> str:
+    """The prefix of one service's checks: two services on one backend (a cache and a broker
+    in one Redis) must never name, and so never clean up, the same thing. A short hash keeps
+    names within the tightest limit a kind has (Grafana uids: 40 characters)."""
+    return f"{namespace(run_id)}{hashlib.sha1(service.encode()).hexdigest()[:3]}-"  # noqa: S324 - a name, not security
 
 
 def created_at(name: str) -> datetime | None:

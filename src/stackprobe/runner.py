@@ -24,7 +24,7 @@ from stackprobe.config import Stack
 from stackprobe.coverage import compute as compute_coverage
 from stackprobe.errors import ConfigError
 from stackprobe.explain import explain
-from stackprobe.ids import namespace, new_run_id
+from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.kinds import Kind, Target
 from stackprobe.redact import Redactor
 from stackprobe.results import CheckResult, RunResult, ServiceInfo, summarize
@@ -325,7 +325,7 @@ class Runner:
                     service_name=item.service,
                     service=self.plan.stack.service(item.service),
                     stack=self.plan.stack,
-                    ns=namespace(self.run_id),
+                    ns=service_namespace(self.run_id, item.service),
                     run_id=self.run_id,
                 )
                 outcome, message = await self._call(spec, ctx, timeout)

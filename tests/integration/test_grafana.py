@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from stackprobe.catalog import known_kinds
+from stackprobe.ids import service_namespace
 from stackprobe.report import RENDERERS
 from stackprobe.results import CheckResult, RunResult
 from tests.conftest import CliRunner
@@ -122,7 +123,7 @@ def test_every_capability_passes_with_evidence_and_leaves_nothing(
         "1 rule(s) read existing datasources and evaluate; 1 contact point(s)"
     )
     probe = r["grafana.alerting.probe_rule_round_trip"].evidence
-    assert probe["uid"] == f"stackprobe-{result.run_id}-rule" and len(probe["uid"]) <= 40
+    assert probe["uid"] == f"{service_namespace(result.run_id, 'ui')}r" and len(probe["uid"]) <= 40
     assert probe["provenance"] == ""  # sent with X-Disable-Provenance: editable in the UI
     query = r["grafana.query-performance.prometheus_instant"].evidence
     assert (query["datasource"], query["queries"], query["threshold_ms"]) == ("prom", 5, 1000.0)
@@ -343,13 +344,16 @@ def test_the_token_is_redacted_even_where_grafana_repeats_it(
 def test_clean_removes_only_probe_rules_of_old_runs(
     tmp_path: Path, grafana: GrafanaStandin, cli: CliRunner
 ) -> None:
-    old, recent = "stackprobe-20200101T000000Z-aaaaaa-", "stackprobe-29990101T000000Z-bbbbbb-"
+    old, recent = (
+        "stackprobe-20200101T000000Z-aaaaaa-abc-",
+        "stackprobe-29990101T000000Z-bbbbbb-abc-",
+    )
     for prefix in (old, recent):  # named as the probe check names them
-        grafana.add_alert_rule(alert_rule(f"{prefix}rule", f"{prefix}grafana-probe-rule", "prom", FOLDER))  # fmt: skip
+        grafana.add_alert_rule(alert_rule(f"{prefix}r", f"{prefix}grafana-probe-rule", "prom", FOLDER))  # fmt: skip
     done = cli("clean", "-c", str(_stack(tmp_path, grafana)))
     assert done.code == 0, done.stderr
     assert done.stdout.splitlines() == [
         "ui: removed 1 leftover(s)",
-        f"  alert rule {old}grafana-probe-rule ({old}rule)",
+        f"  alert rule {old}grafana-probe-rule ({old}r)",
     ]
-    assert sorted(r["uid"] for r in grafana.alert_rules()) == ["rule-errors", f"{recent}rule"]
+    assert sorted(r["uid"] for r in grafana.alert_rules()) == ["rule-errors", f"{recent}r"]

@@ -144,3 +144,18 @@ def test_celery_workers_check_fails_when_fewer_workers_than_expected(
         "expected at least 2 worker(s) to answer ping within 1 s, 1 answered",
     )
     assert len(r.evidence["workers"]) == 1
+
+
+def test_two_services_on_one_redis_never_touch_each_others_keys(
+    tmp_path: Path, bare_redis: int
+) -> None:
+    """A cache and a broker in one Redis: each service's checks name their keys apart."""
+    url = f"redis://127.0.0.1:{bare_redis}/0"
+    path = write_stack(
+        tmp_path,
+        {"cache": {"kind": "redis", "url": url}, "broker": {"kind": "redis", "url": url}},
+    )
+    result = run_stack(path, capabilities=("operations", "sessions", "cache-invalidation"))
+    assert {
+        r.check + "@" + r.service: r.message for r in result.results if r.outcome.value != "passed"
+    } == {}

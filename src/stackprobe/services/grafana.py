@@ -6,7 +6,7 @@ service account token (`token`, sent as `Authorization: Bearer`) or basic auth (
 with `username`, default admin). It is a stack secret: the runner masks it in every report.
 
 Only one check creates anything: with `options.alert_folder` set, `alerting` round-trips a
-paused probe alert rule named with the run prefix in that folder (uid `stackprobe-<run_id>-rule`,
+paused probe alert rule named with the run prefix in that folder (uid `stackprobe-<run_id>-<svc>-r`,
 at most 40 characters as Grafana requires), sent with `X-Disable-Provenance: true` so it stays
 editable, and deletes it by uid afterwards; `stackprobe clean` deletes such rules of killed
 runs. The rule is paused, its condition can never be true and its no-data and error states are
@@ -470,7 +470,7 @@ async def check_alerting(ctx: CheckContext[GrafanaClient]) -> str:
 
 def _probe_rule(ctx: CheckContext[GrafanaClient], folder: str, datasource_uid: str) -> dict[str, Any]:  # fmt: skip
     """A rule that cannot notify: paused, condition `vector(0) > 1`, no-data and errors OK."""
-    uid = ctx.name("rule")
+    uid = ctx.name("r")  # 40 characters: Grafana's limit for a uid
     if len(uid) > 40:  # Grafana's limit; the run prefix is 35 characters
         raise CheckFailed(f"probe rule uid {uid!r} is longer than Grafana's 40 characters")
     return {
