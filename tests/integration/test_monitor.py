@@ -125,6 +125,12 @@ def test_token_is_required_for_api_and_page_when_set(
     )
     assert served.get("/", params={"token": "s3cr3t-token"}).status_code == 200
     assert served.get("/readyz").status_code == 200  # orchestrator probes stay open
+    for path in ("/metrics", "/api/runs/latest", "/api/history?service=cache"):
+        assert served.get(path).status_code == 401, path
+        assert served.get(path, params={"token": "s3cr3t-token"}).status_code == 401, (
+            path
+        )  # header only
+    assert served.get("/").headers["referrer-policy"] == "no-referrer"
     body = served.get("/api/status", headers={"Authorization": "Bearer s3cr3t-token"}).text
     assert "s3cr3t-token" not in body
 

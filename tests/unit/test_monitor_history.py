@@ -41,3 +41,16 @@ def test_old_probes_and_runs_are_pruned_after_retention(tmp_path: Path) -> None:
     assert [p.ts for p in h.recent("cache")] == [8200.0]
     assert h.latest_run() is None
     h.close()
+
+
+def test_a_round_is_recorded_together_and_only_recent_runs_are_kept(tmp_path: Path) -> None:
+    h = History(tmp_path / "h.sqlite")
+    h.record_round([("cache", True, 1.5, ""), ("worker", False, None, "refused")], ts=100.0)
+    assert [(p.ok, p.latency_ms) for p in h.recent("cache")] == [(True, 1.5)]
+    assert [(p.ok, p.error) for p in h.recent("worker")] == [(False, "refused")]
+    for i in range(30):
+        h.record_run(f"run-{i}", f'{{"n": {i}}}', ts=1000.0 + i)
+    assert h.latest_run() == '{"n": 29}'
+    count = h._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert count == 20
+    h.close()

@@ -70,3 +70,17 @@ def test_evaluate_states_down_impacted_degraded_unknown() -> None:
         "failing in the last full run: scrape-targets",
     )
     assert st["tracing"].state is State.UNKNOWN
+
+
+def test_loopback_hosts_need_no_token_and_others_do() -> None:
+    import pytest
+
+    from stackprobe.errors import ConfigError
+    from stackprobe.monitor.server import require_token_beyond_loopback
+
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost", "LOCALHOST", "127.0.0.2"):
+        require_token_beyond_loopback(host, None)
+    for host in ("0.0.0.0", "192.0.2.1", "example.com"):  # noqa: S104 - the refusals under test
+        with pytest.raises(ConfigError, match="requires --token"):
+            require_token_beyond_loopback(host, None)
+    require_token_beyond_loopback("0.0.0.0", "t")  # noqa: S104

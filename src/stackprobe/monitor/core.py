@@ -76,8 +76,9 @@ class Monitor:
         names = list(self.stack.services)
         outcomes = await asyncio.gather(*(self.probe(n) for n in names))
         now = time.time()
-        for name, (ok, latency, error) in zip(names, outcomes, strict=True):
-            self.history.record(name, ok, latency, error, ts=now)
+        rows = [(n, ok, lat, err) for n, (ok, lat, err) in zip(names, outcomes, strict=True)]
+        await asyncio.to_thread(self.history.record_round, rows, now)  # disk I/O off the probe loop
+        for name, ok, latency, error in rows:
             self.trackers[name].observe(
                 ok, now, latency / 1000 if latency is not None else None, error
             )

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+UPTIME_CACHE_S = 10.0
+KEEP_RUNS = 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS probes (
@@ -39,6 +41,7 @@ class History:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._last_prune = 0.0
+        self._uptime_cache: dict[str, tuple[float, dict[str, float | None]]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -58,11 +61,34 @@ class History:
                 self._db.execute("DELETE FROM runs WHERE ts < ?", (now - self.retention_s,))
                 self._last_prune = now
 
+    def record_round(self, rows: list[tuple[str, bool, float | None, str]], ts: float) -> None:
+        """One probe round in one transaction (one fsync, not one per service)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO probes (ts, service, ok, latency_ms, error) VALUES (?, ?, ?, ?, ?)",
+                [(ts, name, int(ok), lat, err[:500]) for name, ok, lat, err in rows],
+            )
+            self._db.execute("COMMIT")
+        if ts - self._last_prune > 60:
+            self.record_prune(ts)
+
+    def record_prune(self, now: float) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM probes WHERE ts < ?", (now - self.retention_s,))
+            self._db.execute("DELETE FROM runs WHERE ts < ?", (now - self.retention_s,))
+            self._last_prune = now
+
     def record_run(self, run_id: str, result_json: str, ts: float | None = None) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO runs (ts, run_id, result) VALUES (?, ?, ?)",
                 (time.time() if ts is None else ts, run_id, result_json),
+            )
+            # full results are for the page and /api/runs/latest: keep the last few only
+            self._db.execute(
+                "DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM runs ORDER BY ts DESC LIMIT ?)",
+                (KEEP_RUNS,),
             )
 
     def latest_run(self) -> str | None:
@@ -79,8 +105,20 @@ class History:
         return [Probe(ts, bool(ok), lat, err or "") for ts, ok, lat, err in reversed(rows)]
 
     def uptime(self, service: str, now: float | None = None) -> dict[str, float | None]:
-        """Percent of successful probes per window; None when the window has no probe."""
-        now = time.time() if now is None else now
+        """Percent of successful probes per window; None when the window has no probe.
+
+        Cached for UPTIME_CACHE_S: over 7 days of 1 s probes the counts take long enough to
+        delay the probes that share the monitor's event loop."""
+        if now is None:
+            cached = self._uptime_cache.get(service)
+            if cached and time.monotonic() - cached[0] < UPTIME_CACHE_S:
+                return cached[1]
+        result = self._uptime(service, time.time() if now is None else now)
+        if now is None:
+            self._uptime_cache[service] = (time.monotonic(), result)
+        return result
+
+    def _uptime(self, service: str, now: float) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         with self._lock:
             for name, seconds in WINDOWS.items():

@@ -28,9 +28,9 @@ def require_token_beyond_loopback(host: str, token: str | None) -> None:
     if token:
         return
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        loopback = host == "localhost"
+        loopback = host.lower() == "localhost"
     if not loopback:
         raise ConfigError(
             f"--host {host}: serving beyond loopback requires --token (or STACKPROBE_TOKEN); "
@@ -65,7 +65,6 @@ class MonitorServer:
         try:
             async with asyncio.timeout(10):
                 head = await reader.readuntil(b"\r\n\r\n")
-            status, ctype, body = self.respond(head)
         except (
             asyncio.IncompleteReadError,
             asyncio.LimitOverrunError,
@@ -74,18 +73,26 @@ class MonitorServer:
         ):
             writer.close()
             return
+        try:
+            status, ctype, body = self.respond(head)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not leak the connection
+            status, ctype, body = _text(
+                "500 Internal Server Error", self.monitor.redactor.text(f"error: {exc}")
+            )
         headers = [
             f"HTTP/1.1 {status}",
             f"Content-Type: {ctype}",
             f"Content-Length: {len(body)}",
             "Cache-Control: no-store",
             "X-Content-Type-Options: nosniff",
+            "Referrer-Policy: no-referrer",  # the page may carry ?token= in its URL
             "Connection: close",
         ]
         try:
             writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
-            await writer.drain()
-        except ConnectionError:
+            async with asyncio.timeout(10):  # a client that never reads does not hold us
+                await writer.drain()
+        except (ConnectionError, TimeoutError):
             pass
         finally:
             writer.close()
@@ -107,7 +114,8 @@ class MonitorServer:
         path, query = unquote(url.path), parse_qs(url.query)
         if method != "GET":
             return _text("405 Method Not Allowed", "only GET is served")
-        if path not in OPEN_PATHS and not self._authorized(headers, query):
+        # ?token= only for the page itself (a browser cannot send a header on navigation)
+        if path not in OPEN_PATHS and not self._authorized(headers, query if path == "/" else {}):
             return _json(
                 "401 Unauthorized",
                 {"error": "missing or wrong token (Authorization: Bearer <token>)"},

@@ -64,7 +64,14 @@ class Sandbox:
     def _ports(self) -> dict[str, int]:
         """Ports picked on the first `up` and reused afterwards."""
         path = self.root / "ports.json"
-        ports: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            ports: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+            if not isinstance(ports, dict) or not all(isinstance(p, int) for p in ports.values()):
+                raise ValueError("not a mapping of names to port numbers")
+        except (ValueError, OSError) as exc:
+            raise SandboxError(
+                f"{path}: unreadable ({exc}); remove it and run `stackprobe sandbox up`"
+            ) from None
         changed = False
         for comp in self.components:
             for name in comp.port_names:
@@ -181,7 +188,9 @@ class Sandbox:
             if pid is None:
                 self._pid_file(comp).unlink(missing_ok=True)
                 continue
-            _stop(pid)
+            if not _stop(pid):  # keep the pid file: `up` must not start a second copy
+                on_event(f"{comp.name}: pid {pid} did not stop after SIGKILL")
+                continue
             self._pid_file(comp).unlink(missing_ok=True)
             stopped.append(comp.name)
             on_event(f"{comp.name}: stopped (pid {pid})")
@@ -255,18 +264,20 @@ def _start_time(pid: int) -> str | None:
     return fields[19]
 
 
-def _stop(pid: int) -> None:
-    """SIGTERM the process group, then SIGKILL it if it is still there after STOP_TIMEOUT."""
+def _stop(pid: int) -> bool:
+    """SIGTERM the process group, then SIGKILL it if it is still there after STOP_TIMEOUT;
+    whether it is gone."""
     started = _start_time(pid)
     for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
-            return
+            return True
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if _start_time(pid) != started:
-                return
+                return True
             with contextlib.suppress(ChildProcessError):  # reap it if it is our own child
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.05)
+    return _start_time(pid) != started
