@@ -398,7 +398,7 @@ def drop_param(name: str, path_prefix: str) -> Any:
         (swallow_ttl_pass, None, "health-checks", "consul.health-checks.ttl_transitions", "expected passing, saw critical"),
         (misdirect_http_check, None, "health-checks", "consul.health-checks.http_check", "expected passing, saw critical (the agent never requested http://"),
         (drop_param("cas", "/v1/kv/"), None, "kv", "consul.kv.cas", "create-only PUT (cas=0) of an existing key: expected False, saw True"),
-        (drop_param("index", "/v1/kv/"), None, "kv", "consul.kv.blocking_query", "expected it to wait for a change, it returned after"),
+        (drop_param("index", "/v1/kv/"), None, "kv", "consul.kv.blocking_query", "expected it to wait for a change, it returned 4 time(s) early"),
         (drop_param("passing", "/v1/health/service/"), None, "discovery", "consul.discovery.health_filtering", "?passing: expected ["),
     ],
 )  # fmt: skip
