@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stackprobe.compose.images import STATEFUL_KINDS, ImageProfile, kind_of, profile, split_image
-from stackprobe.compose.model import ComposeFile, Service, is_reference
+from stackprobe.compose.model import ComposeFile, Service, is_reference, one_shot
 
 ERROR = "error"
 WARNING = "warning"
@@ -271,12 +271,7 @@ class _Linter:
 
     def one_shot(self, name: str) -> bool:
         """A job other services wait to *complete* is not long-running."""
-        return any(
-            dep.condition == "service_completed_successfully"
-            for svc in self.compose.services.values()
-            for dep_name, dep in svc.depends_on.items()
-            if dep_name == name
-        )
+        return one_shot(self.compose, name)
 
     def label(self, svc: Service) -> str:
         prof = profile(svc)

@@ -40,7 +40,7 @@ from stackprobe.compose.engine import (
 )
 from stackprobe.compose.images import STATEFUL_KINDS, profile
 from stackprobe.compose.lint import ERROR, Finding, LintReport, format_order, lint
-from stackprobe.compose.model import ComposeFile, Service, load_compose
+from stackprobe.compose.model import ComposeFile, Service, load_compose, one_shot
 from stackprobe.config import ServiceConfig
 from stackprobe.errors import ConfigError
 from stackprobe.kinds import Kind, Target
@@ -271,7 +271,13 @@ async def check_containers_healthy(ctx: CheckContext[ComposeClient]) -> str:
                 state = info.get("State") or {}
                 label = f"{svc.name} ({container_name(container)})"
                 health = (state.get("Health") or {}).get("Status")
-                if state.get("Status") != "running":
+                if (
+                    state.get("Status") == "exited"
+                    and state.get("ExitCode") == 0
+                    and one_shot(ctx.client.compose, svc.name)
+                ):
+                    states[label] = "exited 0 (one-shot job)"  # what its dependents waited for
+                elif state.get("Status") != "running":
                     states[label] = str(state.get("Status"))
                     starting |= state.get("Status") in ("created", "restarting")
                     bad.append(
@@ -387,6 +393,8 @@ def _volume_name(ctx: CheckContext[ComposeClient], volume: str) -> str:
     declared = ctx.client.compose.volumes.get(volume) or {}
     if declared.get("name"):
         return str(declared["name"])
+    if declared.get("external"):  # Compose does not prefix external volumes with the project
+        return volume
     return f"{ctx.client.project}_{volume}"
 
 
