@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.http import client_for
 from stackprobe.kinds import Kind, Target
 from stackprobe.services.tracestore import StoredSpan, duration_s, raise_for_status, register_checks
 
@@ -157,7 +158,7 @@ class JaegerStore:
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[JaegerStore]:
     assert target.config.url is not None  # validated: url is required
-    async with httpx.AsyncClient(base_url=target.config.url, timeout=TIMEOUT) as http:
+    async with client_for(target.config) as http:
         yield JaegerStore(http, target)
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from stackprobe import otlp
 from stackprobe.catalog import known_kinds
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.http import client_for
 from stackprobe.kinds import Kind, Target
 from stackprobe.services.prometheus import PrometheusAPI
 from stackprobe.services.tracestore import PROBE_SERVICE, TraceStore
@@ -297,14 +298,14 @@ async def _prometheus(ctx: CheckContext[Any]) -> tuple[str, str]:
     timeout=30,
 )
 async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
-    prom_name, prom_url = await _prometheus(ctx)
+    prom_name, _ = await _prometheus(ctx)
     value = float(random.randint(1000, 999999))
     request = otlp.gauge_request(
         "stackprobe_probe_value", value, {"stackprobe_run": ctx.run_id}, PROBE_SERVICE
     )
     await otlp.export_http(ctx.client.endpoint("otlp_http"), "metrics", request)
     sent = time.monotonic()
-    async with httpx.AsyncClient(base_url=prom_url, timeout=TIMEOUT) as http:
+    async with client_for(ctx.stack.service(prom_name)) as http:
         api = PrometheusAPI(http)
         query = f'stackprobe_probe_value{{stackprobe_run="{ctx.run_id}"}}'
 
@@ -330,7 +331,7 @@ async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
     timeout=45,
 )
 async def check_exemplar(ctx: CheckContext[Collector]) -> str:
-    _, prom_url = await _prometheus(ctx)
+    prom_name, _ = await _prometheus(ctx)
     store_name = ctx.stack.link(ctx.service_name, "trace_store")
     if not store_name:
         raise CheckSkipped("no trace store linked (links.trace_store)")
@@ -355,7 +356,7 @@ async def check_exemplar(ctx: CheckContext[Collector]) -> str:
     start = time.time() - 60
     sent = time.monotonic()
     await send_probe()
-    async with httpx.AsyncClient(base_url=prom_url, timeout=TIMEOUT) as http:
+    async with client_for(ctx.stack.service(prom_name)) as http:
         api = PrometheusAPI(http)
         selector = (
             f'{{service_name="{PROBE_SERVICE}",__name__=~"{ns}_(calls_total|duration.*_bucket)"}}'

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.http import client_for, refuse_auth
 from stackprobe.kinds import Kind, Target
 
 TIMEOUT = 5.0
@@ -56,6 +57,7 @@ class PrometheusAPI:
 
     async def get(self, path: str, **params: Any) -> Any:
         answer = await self.http.get(path, params=params or None)
+        refuse_auth(answer, f"GET {path}")
         try:
             body = answer.json()
         except ValueError:
@@ -86,7 +88,7 @@ class PrometheusAPI:
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[PrometheusAPI]:
     assert target.config.url is not None  # validated: url is required
-    async with httpx.AsyncClient(base_url=target.config.url, timeout=TIMEOUT) as http:
+    async with client_for(target.config) as http:
         yield PrometheusAPI(http)
 
 

@@ -17,6 +17,7 @@ import httpx
 import yaml
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.http import client_for
 from stackprobe.kinds import Kind, Target
 from stackprobe.services.tracestore import (
     StoredSpan,
@@ -148,7 +149,7 @@ class TempoStore:
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[TempoStore]:
     assert target.config.url is not None  # validated: url is required
-    async with httpx.AsyncClient(base_url=target.config.url, timeout=TIMEOUT) as http:
+    async with client_for(target.config) as http:
         yield TempoStore(http)
 
 

@@ -19,6 +19,7 @@ import httpx
 
 from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
+from stackprobe.http import refuse_auth
 from stackprobe.kinds import Kind
 
 PROBE_SERVICE = "stackprobe-probe"
@@ -66,7 +67,9 @@ class TraceStore(Protocol):
 
 
 def raise_for_status(response: httpx.Response, what: str) -> None:
-    """A non-2xx answer becomes a CheckFailed that quotes what the service said."""
+    """A non-2xx answer becomes a CheckFailed that quotes what the service said (401/403:
+    the check could not run as configured, a ServiceError)."""
+    refuse_auth(response, what)
     if response.status_code // 100 != 2:
         body = " ".join(response.text.split())[:200] or "(empty body)"
         raise CheckFailed(f"{what}: HTTP {response.status_code}: {body}")
