@@ -53,7 +53,7 @@ from stackprobe.kinds import Kind, Target
 from stackprobe.redact import Redactor
 from stackprobe.report.matrix import render_matrix_text
 from stackprobe.results import CheckResult, RunResult, ServiceInfo, summarize
-from stackprobe.runner import Plan, Runner, Selection, make_plan
+from stackprobe.runner import Plan, PlanItem, Runner, Selection, lock_names, make_plan
 from stackprobe.sandbox.manager import Sandbox
 
 T = TypeVar("T")
@@ -276,7 +276,8 @@ class CheckItem(pytest.Item):
         state = _state(self.config)
         assert state.stack is not None  # items exist only when the stack loaded
         plan = self._plan(state.stack)
-        with _service_lock(self.config, state.run_id, self.service, self.spec.exclusive):
+        names = lock_names(state.stack, known_kinds(), PlanItem(self.spec, self.service))
+        with _service_locks(self.config, state.run_id, names):
             result = asyncio.run(Runner(plan, run_id=state.run_id).run())
         state.versions.update({n: s.version for n, s in result.services.items()})
         (outcome,) = result.results
@@ -327,20 +328,22 @@ class CheckItem(pytest.Item):
 
 
 @contextlib.contextmanager
-def _service_lock(
-    config: pytest.Config, run_id: str, service: str, exclusive: bool
+def _service_locks(
+    config: pytest.Config, run_id: str, names: list[tuple[str, bool]]
 ) -> Iterator[None]:
-    """Across xdist workers: an exclusive check runs alone on its service, as in one run."""
+    """Across xdist workers, the runner's locks (runner.lock_names) as file locks taken in the
+    same order: an exclusive check runs alone on its service, as in one run."""
     if not _is_worker(config):
         yield
         return
-    path = Path(tempfile.gettempdir()) / f"stackprobe-{run_id}-{service}.lock"
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with contextlib.ExitStack() as held:
+        for service, exclusive in names:
+            handle = held.enter_context(
+                (Path(tempfile.gettempdir()) / f"stackprobe-{run_id}-{service}.lock").open("a")
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            held.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+        yield
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselect, so they select catalog items too

@@ -126,6 +126,21 @@ def make_plan(stack: Stack, selection: Selection) -> Plan:
     return Plan(stack=stack, items=tuple(items), services=services, skipped=tuple(skipped))
 
 
+def lock_names(
+    stack: Stack, kinds: Mapping[str, Kind[Any]], item: PlanItem
+) -> list[tuple[str, bool]]:
+    """The services a check locks, in one global order, and whether exclusively: its own
+    (exclusive when the check is), and shared on services its traffic passes through (a
+    trace store check's spans move the linked collector's counters, which an exclusive
+    collector check reads). The runner and the pytest plugin's xdist locks both use it."""
+    names = {item.service: item.spec.exclusive}
+    for role in kinds[item.spec.kind].traffic_links:
+        target = stack.link(item.service, role)
+        if target and target not in names:
+            names[target] = False
+    return sorted(names.items())
+
+
 class _ServiceLock:
     """Many ordinary checks at once, or one exclusive check alone, per service."""
 
@@ -284,16 +299,9 @@ class Runner:
     def _holds(
         self, item: PlanItem, locks: dict[str, _ServiceLock]
     ) -> list[tuple[_ServiceLock, bool]]:
-        """The locks a check holds, in one global order: its own service (exclusive when the
-        check is), and shared on services its traffic passes through (a trace store check's
-        spans move the linked collector's counters, which an exclusive collector check reads)."""
-        names = {item.service: item.spec.exclusive}
-        kind = self._kinds[item.spec.kind]
-        for role in kind.traffic_links:
-            target = self.plan.stack.link(item.service, role)
-            if target and target not in names:
-                names[target] = False
-        return [(locks[name], names[name]) for name in sorted(names)]
+        return [
+            (locks[name], excl) for name, excl in lock_names(self.plan.stack, self._kinds, item)
+        ]
 
     async def _run_one(
         self,

@@ -317,33 +317,37 @@ def test_xdist_workers_share_one_stack_and_the_controller_prints_one_matrix(
 
 
 def test_xdist_service_lock_keeps_an_exclusive_check_alone(tmp_path: Path) -> None:
-    """On xdist workers, an exclusive check waits for the shared ones on its service, and back."""
+    """On xdist workers, an exclusive check waits for the shared ones on its service (also
+    those that only send traffic through it), and back."""
     import threading
     import time
     from types import SimpleNamespace
     from typing import Any, cast
 
-    from stackprobe.pytest_plugin import _service_lock
+    from stackprobe.pytest_plugin import _service_locks
 
     worker = cast(Any, SimpleNamespace(workerinput={"stackprobe_run_id": "r"}))
     run_id = f"test-{tmp_path.name}"
     events: list[str] = []
+    inside = threading.Event()
 
     def exclusive() -> None:
-        with _service_lock(worker, run_id, "cache", exclusive=True):
+        with _service_locks(worker, run_id, [("otel", True)]):
             events.append("exclusive in")
+            inside.set()
             time.sleep(0.3)
             events.append("exclusive out")
 
-    with _service_lock(worker, run_id, "cache", exclusive=False):
+    # a trace-store check: its own service, and shared on the collector its spans pass through
+    with _service_locks(worker, run_id, [("otel", False), ("tracing", False)]):
         thread = threading.Thread(target=exclusive)
         thread.start()
         time.sleep(0.3)
-        assert events == []  # held back while a shared check runs
-        with _service_lock(worker, run_id, "other", exclusive=True):
+        assert events == []  # held back while a check sending through it runs
+        with _service_locks(worker, run_id, [("other", True)]):
             pass  # another service is not blocked
-    time.sleep(0.1)
-    with _service_lock(worker, run_id, "cache", exclusive=False):
+    assert inside.wait(5)
+    with _service_locks(worker, run_id, [("otel", False)]):
         events.append("shared in")  # waits until the exclusive one is out
     thread.join(5)
     assert events == ["exclusive in", "exclusive out", "shared in"]
