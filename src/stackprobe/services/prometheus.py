@@ -93,7 +93,8 @@ async def _connect(target: Target) -> AsyncIterator[PrometheusAPI]:
 
 
 async def _version(api: PrometheusAPI) -> str | None:
-    return str((await api.get("/api/v1/status/buildinfo")).get("version")) or None
+    version = (await api.get("/api/v1/status/buildinfo")).get("version")
+    return str(version) if version else None
 
 
 async def _liveness(api: PrometheusAPI) -> None:
@@ -208,7 +209,10 @@ async def check_query(ctx: CheckContext[PrometheusAPI]) -> str:
 
 
 def metric_selectors(expr: str) -> set[str]:
-    """Selectors for the metrics an expression reads: bare names and `__name__` matchers."""
+    """Selectors for the metrics an expression reads: bare names and `__name__` matchers.
+    Metrics inside absent()/absent_over_time() are left out: such a rule fires exactly when
+    they have no series, so their absence does not make it dead."""
+    expr = re.sub(r"absent(?:_over_time)?\s*\((?:[^()]|\([^()]*\))*\)", "vector(0)", expr)
     selectors = {
         f'{{__name__{op}"{value}"}}'
         for op, value in re.findall(r'__name__\s*(=~|=)\s*"((?:[^"\\]|\\.)*)"', expr)

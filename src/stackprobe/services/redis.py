@@ -328,9 +328,17 @@ async def check_sliding_expiry(ctx: CheckContext[Client]) -> str:
     sid = await store.create({"user": "probe-user"})
     created = time.monotonic()
     await asyncio.sleep(0.5)
-    await store.read(sid)  # extends the life to 0.5 + 0.8 s after creation
-    await asyncio.sleep(0.5)
-    # now 1.0 s after creation: past the original 0.8 s, alive only because access slid it
+    if not await store.read(sid):  # extends the life to read time + 0.8 s
+        raise CheckFailed(f"session with a {ttl_ms} ms TTL was gone 0.5 s after creation")
+    read_at = time.monotonic()
+    pttl = await ctx.client.pttl(sid)
+    if pttl < ttl_ms - 200:
+        raise CheckFailed(
+            f"PTTL right after the read: expected about {ttl_ms} ms, saw {pttl}: reading did not extend it"
+        )
+    # timed from the read, not from creation: past the original expiry even if the event loop
+    # was slow, alive only because access slid it
+    await asyncio.sleep(max(0.0, read_at + 0.5 - time.monotonic()))
     if not await store.read(sid, slide=False):
         raise CheckFailed(
             f"session created with a {ttl_ms} ms TTL and read after 0.5 s was gone at "
