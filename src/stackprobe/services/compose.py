@@ -325,6 +325,8 @@ def _probes(host: str, port: int) -> list[list[str]]:
     """TCP connect commands, tried in order until the image has one."""
     return [
         ["nc", "-z", "-w", "3", host, str(port)],
+        # bash's /dev/tcp has no connect timeout: bound it where the image has `timeout`
+        ["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{shlex.quote(host)}/{port}"],
         ["bash", "-c", f"exec 3<>/dev/tcp/{shlex.quote(host)}/{port}"],
         [
             "python3",
@@ -362,8 +364,8 @@ async def check_dependencies_reachable(ctx: CheckContext[ComposeClient]) -> str:
             pair = f"{pair}:{port}"
             for cmd in _probes(dep_name, port):
                 outcome = await engine.exec(container, cmd, timeout=10)
-                if outcome.missing:
-                    continue
+                if outcome.missing or (cmd[0] == "timeout" and outcome.exit_code in (126, 127)):
+                    continue  # not in the image (for `timeout`: the command it runs is not)
                 ms = round(outcome.seconds * 1000, 1)
                 if outcome.exit_code == 0:
                     results[pair] = f"reachable ({cmd[0]}, {ms} ms)"
