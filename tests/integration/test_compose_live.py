@@ -262,3 +262,44 @@ def test_the_engine_client_against_the_standin(engine: DockerStandin) -> None:
     assert code is None and missing  # the redis image has no nc: reported as missing
     assert "GET /_ping" in engine.requests
     assert sum(r.startswith("POST /exec/") for r in engine.requests) == 2
+
+
+def test_monitor_liveness_recovers_when_the_engine_comes_up_after_connect(tmp_path: Path) -> None:
+    """The monitor keeps one client: an engine missing at connect time must not mean down forever."""
+    import asyncio
+
+    from stackprobe.config import load_stack
+    from stackprobe.kinds import Target
+    from stackprobe.services.compose import KIND
+
+    short = Path(tempfile.mkdtemp(prefix="sp-docker-", dir="/tmp"))
+    socket = short / "docker.sock"
+    stack_file = write_stack(
+        tmp_path,
+        {
+            "compose": {
+                "kind": "compose",
+                "url": str(REFERENCE),
+                "options": {"docker_host": f"unix://{socket}"},
+            }
+        },
+    )
+    stack = load_stack(stack_file)
+    assert KIND.liveness is not None
+
+    async def probe_before_and_after() -> tuple[str, str]:
+        async with KIND.connect(Target("compose", stack.service("compose"), stack)) as client:
+            try:
+                await KIND.liveness(client)  # type: ignore[misc]
+                before = "up"
+            except Exception as exc:  # noqa: BLE001 - the expected failure, any kind
+                before = f"down: {type(exc).__name__}"
+            with DockerStandin(socket):
+                await KIND.liveness(client)  # type: ignore[misc]
+            return before, "up"
+
+    try:
+        before, after = asyncio.run(probe_before_and_after())
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert before.startswith("down") and after == "up"

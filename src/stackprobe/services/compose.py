@@ -126,7 +126,13 @@ async def _version(client: ComposeClient) -> str | None:
 
 
 async def _liveness(client: ComposeClient) -> None:
-    await client.need_engine().ping()
+    """The monitor keeps one client for its lifetime: when the engine was unreachable at
+    connect time, ask again on each probe instead of staying down forever."""
+    if client.engine is not None:
+        await client.engine.ping()
+        return
+    async with DockerEngine.open(docker_host(client.options.docker_host)) as engine:
+        await engine.ping()
 
 
 class ComposeKind(Kind[ComposeClient]):
