@@ -24,8 +24,9 @@ from stackprobe.results import RunResult
 from stackprobe.sandbox.component import Component, Layout
 from stackprobe.sandbox.components import observability as obs
 from stackprobe.sandbox.manager import Sandbox
-from stackprobe.services import otel_collector, prometheus
+from stackprobe.services import otel_collector, prometheus, tracestore
 from tests.conftest import RunningSandbox, free_port
+from tests.faults.http_proxy import HttpFaultProxy, HttpRequest, HttpResponse
 from tests.integration.helpers import run_stack, write_stack
 
 PIPELINE_KINDS = ("otel-collector", "prometheus", "jaeger")
@@ -309,3 +310,71 @@ def test_prometheus_query_fails_when_nothing_is_scraped(
         box.down()
     assert r.outcome.value == "failed"
     assert r.message.endswith("instant query `up` returned no series: nothing is scraped")
+
+
+def _jaeger_behind(proxy_url: str, sandbox: RunningSandbox, tmp_path: Path) -> Path:
+    tracing = dict(sandbox.stack.service("tracing").model_dump(exclude_none=True))
+    tracing.pop("links")
+    return write_stack(tmp_path, {"tracing": {**tracing, "url": proxy_url}})
+
+
+def _drop_last_span(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if not request.path.startswith("/api/traces/") or response.status != 200:
+        return response
+    doc = response.json()
+    for trace in doc.get("data") or []:
+        trace["spans"] = trace["spans"][:-1]
+    return response.with_json(doc)
+
+
+def _break_parent(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if not request.path.startswith("/api/traces/") or response.status != 200:
+        return response
+    doc = response.json()
+    for trace in doc.get("data") or []:
+        for span in trace["spans"]:
+            for ref in span.get("references", []):
+                ref["spanID"] = "00000000deadbeef"
+    return response.with_json(doc)
+
+
+def _search_finds_nothing(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if request.path != "/api/traces":
+        return response
+    return response.with_json({"data": [], "total": 0, "limit": 0, "offset": 0, "errors": None})
+
+
+def _services_unavailable(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if request.path != "/api/services":
+        return response
+    return HttpResponse(503, b"query service unavailable", {"Content-Type": "text/plain"})
+
+
+@pytest.mark.parametrize(
+    ("on_response", "capability", "seen"),
+    [
+        (
+            _services_unavailable,
+            "readiness",
+            "GET /api/services: HTTP 503: query service unavailable",
+        ),
+        (_search_finds_nothing, "query", "returned 0 trace(s), not the probe trace"),
+        (_drop_last_span, "ingest", "found 2 of 3 spans"),
+        (_drop_last_span, "correlation", "found 4 of 5 spans"),
+        (_break_parent, "correlation", "expected name/service/parent"),
+    ],
+)
+def test_jaeger_checks_fail_when_jaeger_returns_a_damaged_trace(
+    tmp_path: Path, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch,
+    on_response: Any, capability: str, seen: str,
+) -> None:  # fmt: skip
+    """The real Jaeger behind a proxy that damages its trace answers (tests/faults/http_proxy.py)."""
+    monkeypatch.setattr(tracestore, "VISIBLE_TIMEOUT", 2.0)
+    url = sandbox.stack.service("tracing").url
+    assert url is not None
+    with HttpFaultProxy(url, on_response=on_response).running() as proxy:
+        [r] = run_stack(
+            _jaeger_behind(proxy.url, sandbox, tmp_path), capabilities=(capability,)
+        ).results
+    assert r.outcome.value == "failed", r.message
+    assert seen in r.message
