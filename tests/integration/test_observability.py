@@ -378,3 +378,40 @@ def test_jaeger_checks_fail_when_jaeger_returns_a_damaged_trace(
         ).results
     assert r.outcome.value == "failed", r.message
     assert seen in r.message
+
+
+def test_health_checks_fail_when_the_real_servers_say_not_ready(
+    tmp_path: Path, sandbox: RunningSandbox
+) -> None:
+    """Prometheus starting (/-/ready 503) and a collector whose health_check says not
+    available, each through a proxy in front of the real sandbox server."""
+
+    def not_ready(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if request.path == "/-/ready":
+            return HttpResponse(503, b"Service Unavailable", {"Content-Type": "text/plain"})
+        if request.path == "/":
+            return HttpResponse(
+                503, b'{"status":"Server not available","upSince":"0001-01-01T00:00:00Z"}'
+            )
+        return response
+
+    services = yaml.safe_load(sandbox.sandbox.stack_file.read_text())["services"]
+    prom_url = services["metrics"]["url"]
+    health = services["otel"]["endpoints"]["health"].rstrip("/")
+    with (
+        HttpFaultProxy(prom_url, on_response=not_ready).running() as prom_proxy,
+        HttpFaultProxy(health, on_response=not_ready).running() as health_proxy,
+    ):
+        otel = {"kind": "otel-collector", "endpoints": {"health": health_proxy.url + "/"}}
+        path = write_stack(
+            tmp_path, {"metrics": {"kind": "prometheus", "url": prom_proxy.url}, "otel": otel}
+        )
+        result = run_stack(path, capabilities=("health",))
+    r = by_check(result)
+    assert r["prometheus.health.ready"].outcome.value == "failed"
+    assert (
+        "GET /-/ready: expected 200, saw 503: Service Unavailable"
+        in r["prometheus.health.ready"].message
+    )
+    assert r["otel-collector.health.health_check"].outcome.value == "failed"
+    assert "Server not available" in r["otel-collector.health.health_check"].message
