@@ -7,6 +7,8 @@ could not run as configured, so it raises ServiceError (outcome `error`), never 
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from stackprobe.config import ServiceConfig
@@ -27,6 +29,14 @@ def client_for(
     return httpx.AsyncClient(
         base_url=base_url or svc.url or "", timeout=TIMEOUT, headers=headers, auth=auth
     )
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The answer's JSON, or None when it is not JSON (an error page, an empty body)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def refuse_auth(response: httpx.Response, what: str) -> None:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from stackprobe.check import CheckContext, CheckFailed, ms
 from stackprobe.errors import ServiceError
 from stackprobe.explain import explain
+from stackprobe.http import json_or_none
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
 
@@ -67,7 +68,7 @@ class ArangoError(ServiceError):
 
     def __init__(self, response: httpx.Response) -> None:
         self.status = response.status_code
-        self.body = _body(response)
+        self.body = json_or_none(response)
         self.num = self.body.get("errorNum") if isinstance(self.body, dict) else None
         said = (
             self.body.get("errorMessage")
@@ -86,16 +87,9 @@ class ArangoError(ServiceError):
         )
 
 
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _said(response: httpx.Response) -> str:
     """What ArangoDB answered, in one line: `HTTP 412 errorNum 1200 "conflict, ..."`."""
-    body = _body(response)
+    body = json_or_none(response)
     if isinstance(body, dict) and body.get("error"):
         return f'HTTP {response.status_code} errorNum {body.get("errorNum")} "{body.get("errorMessage")}"'
     if response.is_success:  # accepted: what was written is what matters
@@ -139,7 +133,7 @@ class ArangoClient:
         response = await self.request(method, path, db=db, json=json, params=params)
         if response.status_code not in ok:
             raise ArangoError(response)
-        return _body(response)
+        return json_or_none(response)
 
     async def aql(
         self, query: str, bind_vars: dict[str, Any] | None = None, *, db: str = "_system"
@@ -183,7 +177,7 @@ async def _sweep(client: ArangoClient, target: Target, cutoff: datetime) -> list
     removed: list[str] = []
     listing = await client.request("GET", "/_api/database")
     if listing.status_code == 200:
-        for name in _body(listing)["result"]:
+        for name in json_or_none(listing)["result"]:
             if _ours(name, cutoff):
                 await client.call("DELETE", f"/_api/database/{quote(name, safe='')}", ok=(200, 404))
                 removed.append(f"database {name}")
@@ -298,7 +292,7 @@ def _expect_error(
     response: httpx.Response, status: int, num: int, what: str, consequence: str
 ) -> dict[str, Any]:
     """The answer must be ArangoDB's error `status`/`num`; else CheckFailed naming what it means."""
-    body = _body(response)
+    body = json_or_none(response)
     if response.status_code == status and isinstance(body, dict) and body.get("errorNum") == num:
         return body
     raise CheckFailed(
@@ -319,7 +313,7 @@ async def check_connectivity(ctx: CheckContext[ArangoClient]) -> str:
     started = time.perf_counter()
     availability = await client.http.get("/_admin/server/availability")
     ctx.evidence["availability_ms"] = ms(time.perf_counter() - started)
-    body = _body(availability)
+    body = json_or_none(availability)
     mode = body.get("mode") if isinstance(body, dict) else None
     if availability.status_code != 200 or mode not in (None, "default"):
         raise CheckFailed(

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, ms
 from stackprobe.errors import ServiceError
 from stackprobe.explain import explain
+from stackprobe.http import json_or_none
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
 
@@ -60,16 +61,9 @@ class GrafanaOptions(BaseModel):
     alert_folder: str | None = None
 
 
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _said(response: httpx.Response) -> str:
     """What Grafana answered, in one line: `HTTP 401 Unauthorized (auth.unauthorized)`."""
-    body = _body(response)
+    body = json_or_none(response)
     if isinstance(body, dict) and body.get("message"):
         message_id = f" ({body['messageId']})" if body.get("messageId") else ""
         return f"HTTP {response.status_code} {body['message']}{message_id}"
@@ -104,7 +98,7 @@ class GrafanaClient:
         response = await self.http.get(path, params=params or None)
         if response.status_code != 200:
             raise GrafanaError(response)
-        return _body(response)
+        return json_or_none(response)
 
     def anonymous(self) -> httpx.AsyncClient:
         """A client with no credential and no cookies: what a stranger's browser sends."""
@@ -140,7 +134,7 @@ async def _connect(target: Target) -> AsyncIterator[GrafanaClient]:
 
 
 async def _version(client: GrafanaClient) -> str | None:
-    body = _body(await client.http.get("/api/health"))
+    body = json_or_none(await client.http.get("/api/health"))
     return str(body["version"]) if isinstance(body, dict) and body.get("version") else None
 
 
@@ -225,7 +219,7 @@ async def check_health(ctx: CheckContext[GrafanaClient]) -> str:
     started = time.perf_counter()
     response = await ctx.client.http.get("/api/health")
     ctx.evidence["latency_ms"] = ms(time.perf_counter() - started)
-    body = _body(response)
+    body = json_or_none(response)
     database = body.get("database") if isinstance(body, dict) else None
     version = body.get("version") if isinstance(body, dict) else None
     ctx.evidence.update(
@@ -284,7 +278,7 @@ async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
         async with limit:
             started = time.perf_counter()
             response = await ctx.client.http.get(f"/api/datasources/uid/{quote(uid, safe='')}/health")  # fmt: skip
-            parsed = _body(response)
+            parsed = json_or_none(response)
             body = parsed if isinstance(parsed, dict) else {}
             if response.status_code == 200 and body.get("status") == "OK":
                 return "healthy", str(ds.get("name")), ms(time.perf_counter() - started)
@@ -377,7 +371,7 @@ async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
         if response.status_code != 200:
             unloadable.append(f"'{title}' ({uid}) is listed by search but does not load: {_said(response)}")  # fmt: skip
             continue
-        model = (_body(response) or {}).get("dashboard") or {}
+        model = (json_or_none(response) or {}).get("dashboard") or {}
         for panel in _panels(model.get("panels") or []):
             if panel.get("type") == "row":
                 continue  # a row only groups panels
@@ -622,7 +616,7 @@ async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
         latencies.append(time.perf_counter() - started)
         if response.status_code in (401, 403):
             raise GrafanaError(response)
-        result = ((_body(response) or {}).get("results") or {}).get("A") or {}
+        result = ((json_or_none(response) or {}).get("results") or {}).get("A") or {}
         if result.get("error"):
             raise CheckFailed(
                 f"query vector({nonce}) through {name} ({uid}): HTTP {response.status_code}, "
@@ -659,7 +653,7 @@ async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
 async def check_anonymous(ctx: CheckContext[GrafanaClient]) -> str:
     async with ctx.client.anonymous() as stranger:
         response = await stranger.get("/api/user")
-    body = _body(response)
+    body = json_or_none(response)
     ctx.evidence["status"] = response.status_code
     if response.status_code == 401:
         ctx.evidence["anonymous"] = "off"
@@ -699,7 +693,7 @@ async def check_default_admin(ctx: CheckContext[GrafanaClient]) -> str:
 
         response = await stranger.post("/login", json={"user": "admin", "password": "admin"})
         try:
-            body = _body(response)
+            body = json_or_none(response)
             ctx.evidence["status"] = response.status_code
             if response.status_code == 200:
                 raise CheckFailed(
