@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stackprobe.config import Stack, load_stack
+from stackprobe.config import Stack
+from stackprobe.loader import load_stack
 from stackprobe.sandbox.manager import Sandbox
 
 

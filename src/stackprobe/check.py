@@ -13,34 +13,26 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from stackprobe.config import ServiceConfig, Stack
+from stackprobe.config import ServiceConfig, Stack
+from stackprobe.errors import CheckFailed, CheckSkipped, Outcome, Severity
+from stackprobe.explain import explain
+
+__all__ = [
+    "CheckContext",
+    "CheckFailed",
+    "CheckSkipped",
+    "CheckSpec",
+    "Outcome",
+    "Severity",
+    "check_for",
+    "expect",
+    "ms",
+]
 
 T = TypeVar("T")
 ClientT = TypeVar("ClientT")
-
-
-class Outcome(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    ERROR = "error"
-    SKIPPED = "skipped"
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-class CheckFailed(Exception):
-    """The service misbehaved: say what was expected and what was seen."""
-
-    def __init__(self, message: str, **evidence: Any) -> None:
-        super().__init__(message)
-        self.evidence = evidence
 
 
 def expect(what: str, expected: Any, seen: Any) -> None:
@@ -52,10 +44,6 @@ def expect(what: str, expected: Any, seen: Any) -> None:
 def ms(seconds: float) -> float:
     """Milliseconds, rounded for evidence."""
     return round(seconds * 1000, 2)
-
-
-class CheckSkipped(Exception):
-    """The check does not apply to this service; the message is the reason."""
 
 
 CheckFn = Callable[["CheckContext[Any]"], Awaitable[str | None]]
@@ -80,9 +68,26 @@ class CheckSpec:
         return f"{self.kind}.{self.capability}.{self.name}"
 
 
+class ServiceOpener(Protocol):
+    """What opens the other services of the stack for a check (connect.Services)."""
+
+    async def client(self, name: str) -> Any:
+        """The service's client, opened once per run."""
+        ...
+
+    async def probe(self, name: str, timeout: float) -> float:
+        """Run the service's liveness probe; seconds it took (raises what the probe raised)."""
+        ...
+
+
 @dataclass
 class CheckContext(Generic[ClientT]):
-    """Everything a check may use. One context per check execution."""
+    """Everything a check may use. One context per check execution.
+
+    `options` and `expectations` are the service's `options:` and `expectations:` parsed by
+    its kind's models at load; `linked(role)` opens the service that plays a role for this
+    one (`links:` in the stack file), once per run.
+    """
 
     client: ClientT
     service_name: str
@@ -90,8 +95,29 @@ class CheckContext(Generic[ClientT]):
     stack: Stack
     ns: str
     run_id: str
+    options: Any = None
+    expectations: Any = None
+    services: ServiceOpener | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     _cleanups: list[tuple[str, Callable[[], Awaitable[Any] | Any]]] = field(default_factory=list)
+
+    def linked_name(self, role: str) -> str:
+        """The service that plays `role` for this one; skipped when the stack has none."""
+        name = self.stack.link(self.service_name, role)
+        if name is None:
+            raise CheckSkipped(f"no service plays {role} for {self.service_name} (links.{role})")
+        return name
+
+    async def linked(self, role: str) -> tuple[str, Any]:
+        """(name, client) of the service that plays `role` for this one, opened once per run."""
+        name = self.linked_name(role)
+        return name, await self.open(name)
+
+    async def open(self, name: str) -> Any:
+        """The client of another service of the stack, opened once per run."""
+        if self.services is None:
+            raise CheckSkipped(f"{name}: no other services are open to this check")
+        return await self.services.client(name)
 
     def cleanup(self, fn: Callable[[], Awaitable[Any] | Any], what: str = "") -> None:
         """Register `fn` to run after the check, whatever its outcome (last registered runs first)."""
@@ -152,8 +178,6 @@ class CheckContext(Generic[ClientT]):
                     task.uncancel()
                 problems.append(f"cleanup {what} interrupted")
             except Exception as exc:  # noqa: BLE001 - a failed cleanup is reported, never raised
-                from stackprobe.explain import explain  # explain reads CheckFailed from here
-
                 problems.append(
                     f"cleanup {what} failed: {explain(exc).removeprefix('check crashed: ')}"
                 )

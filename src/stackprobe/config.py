@@ -1,7 +1,9 @@
-"""The stack file: load it safely, interpolate `${VAR}`, validate it whole, name every problem.
+"""The stack file's shape: load it safely, interpolate `${VAR}`, validate its structure.
 
-Every problem reads `<file>: <field path>: <what is wrong>` so a person can fix all of them
-in one pass (`stackprobe config check` prints them all and exits 2).
+This module knows no kind: what each kind accepts (url schemes, endpoints, options,
+expectations, links) is checked by `stackprobe.loader.load_stack`, which every front end
+calls. Every problem reads `<file>: <field path>: <what is wrong>` so a person can fix all of
+them in one pass (`stackprobe config check` prints them all and exits 2).
 """
 
 from __future__ import annotations
@@ -48,17 +50,6 @@ class ServiceConfig(BaseModel):
     expectations: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        from stackprobe.catalog import known_kinds  # the catalog imports every kind module
-
-        if kind not in known_kinds():
-            raise ValueError(
-                f"unknown kind {kind!r}; known kinds: {', '.join(sorted(known_kinds()))}"
-            )
-        return kind
-
 
 class StackConfig(BaseModel):
     """The whole stack file."""
@@ -79,14 +70,24 @@ class StackConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class Typed:
+    """A service's `options:` and `expectations:` parsed by its kind's models."""
+
+    options: Any
+    expectations: Any
+
+
+@dataclass(frozen=True)
 class Stack:
-    """A validated stack file with its secrets resolved and its links settled."""
+    """A validated stack file with its secrets resolved, its links settled and its options
+    and expectations typed (by `stackprobe.loader.load_stack`)."""
 
     path: Path
     config: StackConfig
     links: dict[str, dict[str, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     missing_secrets: dict[str, list[str]] = field(default_factory=dict)
+    typed: dict[str, Typed] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -143,11 +144,19 @@ def find_stack_file(explicit: str | None) -> Path:
     )
 
 
-def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
-    """Load, interpolate and validate a stack file; raise ConfigError listing every problem."""
+def parse_stack(
+    path: Path, env: Mapping[str, str] | None = None, problems: list[str] | None = None
+) -> Stack:
+    """Load, interpolate and validate the structure of a stack file (no kind knowledge).
+
+    Problems go to `problems` when it is given (the loader adds the kinds' own and raises once,
+    so one pass shows every mistake), else they raise ConfigError. Services whose structure is
+    wrong are left out of the returned stack. Use `stackprobe.loader.load_stack`.
+    """
     env = os.environ if env is None else env
+    collect = problems is not None
+    problems = problems if problems is not None else []
     raw = load_yaml(path)
-    problems: list[str] = []
     missing: dict[str, list[str]] = {}
     warnings: list[str] = []
     _check_size(raw, path)
@@ -158,16 +167,15 @@ def load_stack(path: Path, env: Mapping[str, str] | None = None) -> Stack:
         raise ConfigError(f"{path}: (top level): expected a mapping with `services:`")
     config = _validate(data, path, problems)
     config = _resolve_secret_files(config, path, problems)
-    links = _check_services(config, path, problems)
     for items in missing.values():
         warnings += [
             f"{path}: {p.split('=', 1)[0]}: variable ${{{p.split('=', 1)[1]}}} is not set "
             "(needed when the service is checked)"
             for p in items
         ]
-    if problems:
+    if problems and not collect:
         raise ConfigError(problems[0], problems)
-    return Stack(path=path, config=config, links=links, warnings=warnings, missing_secrets=missing)
+    return Stack(path=path, config=config, warnings=warnings, missing_secrets=missing)
 
 
 def _check_size(raw: Any, path: Path) -> None:
@@ -203,8 +211,10 @@ def _validate(data: dict[str, Any], path: Path, problems: list[str]) -> StackCon
                 f"{path}: services.{name}{'.' if err['loc'] else ''}{_loc(err['loc'])}: {_pydantic_msg(err)}"
                 for err in exc.errors()
             ]
+    # top-level `x-` keys hold YAML anchors for reuse, as in Compose files: not validated
+    top = {k: v for k, v in data.items() if not str(k).startswith("x-")}
     try:
-        return StackConfig.model_validate({**data, "services": services})
+        return StackConfig.model_validate({**top, "services": services})
     except ValidationError as exc:
         problems += [f"{path}: {_loc(err['loc'])}: {_pydantic_msg(err)}" for err in exc.errors()]
         raise ConfigError(problems[0], problems) from None
@@ -239,19 +249,29 @@ def load_yaml(path: Path) -> Any:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+    """SafeLoader that refuses a key written twice in one mapping instead of silently keeping
+    the last one. Keys brought in by a merge key (`<<: *defaults`) may be overridden by the
+    mapping's own keys, as YAML and Compose mean them to be."""
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    result: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
+    written: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=True)
-        if key in result:
+        if key in written:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
-        result[key] = loader.construct_object(value_node, deep=True)
+        written.add(key)
+    # merged pairs come first, the mapping's own last: the last one of a key wins
+    loader.flatten_mapping(node)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        result[loader.construct_object(key_node, deep=True)] = loader.construct_object(
+            value_node, deep=True
+        )
     return result
 
 
@@ -299,10 +319,36 @@ def _interpolate(
     if len(path) == 3 and path[0] == "services" and path[2] in SECRET_FIELDS:
         missing.setdefault(path[1], []).extend(f"{dotted}={v}" for v in unset)
         return None
+    if _is_url_field(path) and (in_password := _variables_in_url_password(value)):
+        # a password written inside a URL follows the rule of `password:` fields
+        secret = [v for v in unset if v in in_password]
+        missing.setdefault(path[1], []).extend(f"{dotted}={v}" for v in secret)
+        unset = [v for v in unset if v not in in_password]
+        if not unset:
+            return result
     problems += [
         f"{file}: {dotted}: variable ${{{v}}} is not set and has no default" for v in unset
     ]
     return result
+
+
+_URL_PASSWORD = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*?:(?P<pw>[^/@]*)@")
+
+
+def _is_url_field(path: tuple[str, ...]) -> bool:
+    return (
+        len(path) >= 3
+        and path[0] == "services"
+        and (path[2] == "url" or (path[2] == "endpoints" and len(path) == 4))
+    )
+
+
+def _variables_in_url_password(raw: str) -> set[str]:
+    """Names of the variables written in the password part of a URL (`redis://:${PW}@h`)."""
+    match = _URL_PASSWORD.match(raw)
+    if match is None:
+        return set()
+    return {m["name"] for m in _VAR.finditer(match["pw"]) if m["name"]}
 
 
 def _resolve_secret_files(config: StackConfig, file: Path, problems: list[str]) -> StackConfig:
@@ -328,77 +374,6 @@ def _resolve_secret_files(config: StackConfig, file: Path, problems: list[str]) 
                 )
         services[name] = svc.model_copy(update=updates) if updates else svc
     return config.model_copy(update={"services": services})
-
-
-def _check_services(
-    config: StackConfig, file: Path, problems: list[str]
-) -> dict[str, dict[str, str]]:
-    """Kind-specific validation: known kind, url, endpoint names, options, links, depends_on."""
-    from stackprobe.catalog import known_kinds  # the catalog imports every kind module
-
-    kinds = known_kinds()
-    links: dict[str, dict[str, str]] = {}
-    for name, svc in config.services.items():
-        where = f"{file}: services.{name}"
-        kind = kinds[svc.kind]
-        problems += [f"{where}.{p}" for p in kind.validate(svc)]
-        for dep in svc.depends_on:
-            if dep not in config.services:
-                problems.append(f"{where}.depends_on: no service named {dep!r} in this stack")
-        links[name] = {}
-        for role, role_kinds in kind.links.items():
-            wanted = (role_kinds,) if isinstance(role_kinds, str) else role_kinds
-            label = " or ".join(wanted)
-            explicit = svc.links.get(role)
-            if explicit is not None:
-                target = config.services.get(explicit)
-                if target is None or target.kind not in wanted:
-                    problems.append(
-                        f"{where}.links.{role}: {explicit!r} is not a {label} service of this stack"
-                    )
-                else:
-                    links[name][role] = explicit
-                continue
-            candidates = [n for n, s in config.services.items() if s.kind in wanted]
-            if len(candidates) == 1:
-                links[name][role] = candidates[0]
-            elif len(candidates) > 1:
-                problems.append(
-                    f"{where}.links.{role}: several {label} services ({', '.join(candidates)}); "
-                    f"name the one to use"
-                )
-        for role in svc.links:
-            if role not in kind.links:
-                known = ", ".join(kind.links) or "none"
-                problems.append(
-                    f"{where}.links.{role}: unknown role for kind {svc.kind} (known: {known})"
-                )
-    cycle = _find_cycle({n: s.depends_on for n, s in config.services.items()})
-    if cycle:
-        problems.append(f"{file}: services: depends_on forms a cycle: {' -> '.join(cycle)}")
-    return links
-
-
-def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for dep in graph.get(node, []):
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep in graph and not state.get(dep) and (found := visit(dep)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in graph:
-        if not state.get(node) and (found := visit(node)):
-            return found
-    return None
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

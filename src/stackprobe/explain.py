@@ -6,8 +6,7 @@ import asyncio
 import os
 import re
 
-from stackprobe.check import CheckFailed
-from stackprobe.errors import StackprobeError
+from stackprobe.errors import CheckFailed, CheckSkipped, StackprobeError
 
 # Errors raised by these client libraries are the service's answer (or silence), not our bug.
 _SERVICE_LIBRARIES = {
@@ -26,7 +25,7 @@ _REDIS_CONNECT = re.compile(r"Error (?P<errno>\d+) connecting to (?P<addr>\S+?)\
 def explain(exc: BaseException) -> str:
     """One line: what went wrong and, for a service, what it said."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, StackprobeError | CheckFailed):
+    if isinstance(exc, StackprobeError | CheckFailed | CheckSkipped):
         return detail
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return f"timed out: {detail}" if str(exc) else "timed out"

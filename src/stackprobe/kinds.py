@@ -2,13 +2,14 @@
 
 Each module under `services/` builds one `Kind` and registers its checks with `KIND.check`.
 Connection details live in the kind's `connect()` from the typed service config, never in
-module-level clients.
+module-level clients. A kind declares the models of its `options:` and `expectations:`; both
+are validated when the stack file loads, and checks read the typed objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -16,8 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from stackprobe.check import CheckFn, CheckSpec, Severity, check_for
-from stackprobe.config import ServiceConfig, Stack
+from stackprobe.check import CheckFn, CheckSpec, check_for
+from stackprobe.config import ServiceConfig, Stack, StackConfig, Typed
 from stackprobe.redact import Redactor
 
 ClientT = TypeVar("ClientT")
@@ -26,15 +27,31 @@ OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Target:
-    """One configured service as a kind sees it when connecting."""
+    """One configured service as a kind sees it when connecting: its config as written, its
+    typed options and expectations, and the stack around it."""
 
     name: str
     config: ServiceConfig
     stack: Stack
+    options: Any = None
+    expectations: Any = None
 
 
 class NoOptions(BaseModel):
     model_config = {"extra": "forbid"}
+
+
+class NoExpectations(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+@dataclass(frozen=True)
+class SyncAccess:
+    """A blocking client for tests that are synchronous (the pytest plugin's handles): opened
+    with the kind's own timeouts, and how to delete one name a test created."""
+
+    open: Callable[[Target], AbstractContextManager[Any]]
+    delete: Callable[[Any, str], Any] | None = None
 
 
 @dataclass
@@ -49,6 +66,7 @@ class Kind(Generic[ClientT]):
     url_required: bool = True
     endpoints: tuple[str, ...] = ()
     options_model: type[BaseModel] = NoOptions
+    expectations_model: type[BaseModel] = NoExpectations
     links: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # role -> kind(s)
     default_username: str | None = None  # the user a password belongs to when none is set
     traffic_links: tuple[
@@ -56,34 +74,27 @@ class Kind(Generic[ClientT]):
     ] = ()  # link roles whose service this kind's checks send data through
     version: Callable[[ClientT], Awaitable[str | None]] | None = None
     liveness: Callable[[ClientT], Awaitable[None]] | None = None
+    # a service whose liveness probe cannot get an answer gets every check `error` at once;
+    # a kind whose checks partly work without the service (compose lint) turns that off
+    liveness_gates: bool = True
     sweep: Callable[[ClientT, Target, datetime], Awaitable[list[str]]] | None = None
+    sync: SyncAccess | None = None
+    # problems that need the whole stack file (`options.exclude: no service 'x'`)
+    check_config: Callable[[str, StackConfig], list[str]] | None = None
     checks: list[CheckSpec] = field(default_factory=list)
 
-    def check(
-        self,
-        capability: str,
-        *,
-        title: str,
-        timeout: float | None = None,
-        severity: Severity | str = Severity.ERROR,
-        exclusive: bool = False,
-        disruptive: bool = False,
-        name: str | None = None,
-    ) -> Callable[[CheckFn], CheckFn]:
-        """Register a check of this kind (the `@check` of DESIGN.md)."""
-        return check_for(self.name, self.capabilities, self.checks)(
-            capability,
-            title=title,
-            timeout=timeout,
-            severity=severity,
-            exclusive=exclusive,
-            disruptive=disruptive,
-            name=name,
-        )
+    @property
+    def check(self) -> Callable[..., Callable[[CheckFn], CheckFn]]:
+        """The `@check(capability, title=..., ...)` decorator of this kind (DESIGN.md)."""
+        return check_for(self.name, self.capabilities, self.checks)
 
-    def options(self, service: ServiceConfig) -> Any:
-        """The service's `options:` parsed by this kind's model (validated at load)."""
-        return self.options_model.model_validate(service.options)
+    def typed(self, service: ServiceConfig) -> Typed:
+        """The service's `options:` and `expectations:` parsed by this kind's models; raises
+        pydantic's ValidationError (the loader turns it into field-path problems first)."""
+        return Typed(
+            options=self.options_model.model_validate(service.options),
+            expectations=self.expectations_model.model_validate(service.expectations),
+        )
 
     def validate(self, svc: ServiceConfig) -> list[str]:
         """Problems with a service of this kind, each `<field>: <what is wrong>`."""
@@ -103,14 +114,27 @@ class Kind(Generic[ClientT]):
                 )
             elif "://" in value:
                 problems += [f"endpoints.{endpoint}: {p}" for p in _url_problems(value, ())]
-        try:
-            self.options_model.model_validate(svc.options)
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-                problems.append(f"options.{loc}: {msg}")
+        for section, model, values, unknown in (
+            ("options", self.options_model, svc.options, "unknown option"),
+            ("expectations", self.expectations_model, svc.expectations, "unknown expectation"),
+        ):
+            try:
+                model.model_validate(values)
+            except ValidationError as exc:
+                problems += [_model_problem(section, err, unknown, model) for err in exc.errors()]
         return problems
+
+
+def _model_problem(section: str, err: Any, unknown: str, model: type[BaseModel]) -> str:
+    """`options.<field>: <what is wrong>` from one pydantic error, naming the value seen."""
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(model.model_fields) or "none"
+        return f"{section}.{loc}: {unknown} (known: {known})"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] != "missing" and not str(msg).startswith("'"):
+        msg = f"{msg} (got {Redactor().text(repr(err['input']))})"
+    return f"{section}.{loc}: {msg}"
 
 
 def _url_problems(url: str, schemes: tuple[str, ...]) -> list[str]:

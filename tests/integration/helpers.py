@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from stackprobe.config import load_stack
+from stackprobe.loader import load_stack
 from stackprobe.results import RunResult
 from stackprobe.runner import Runner, Selection, make_plan
 

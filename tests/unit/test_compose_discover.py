@@ -12,7 +12,7 @@ from stackprobe.catalog import known_kinds
 from stackprobe.cli import _invoke
 from stackprobe.compose.discover import discover
 from stackprobe.compose.model import load_compose
-from stackprobe.config import load_stack
+from stackprobe.loader import load_stack
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "deploy" / "compose" / "docker-compose.yml"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from stackprobe.catalog import known_kinds
-from stackprobe.config import find_stack_file, load_stack
+from stackprobe.config import find_stack_file
 from stackprobe.errors import ConfigError
+from stackprobe.loader import load_stack
 
 
 def write(tmp_path: Path, text: str, name: str = "stackprobe.yaml") -> Path:
@@ -118,7 +121,7 @@ def test_kind_specific_problems_are_collected_together(tmp_path: Path) -> None:
         [
             f"{path}: services.cache.url: scheme 'http' not supported here (use redis or rediss)",
             f"{path}: services.cache.endpoints.admin: unknown endpoint for kind redis (known: none)",
-            f"{path}: services.cache.options.colour: unknown option",
+            f"{path}: services.cache.options.colour: unknown option (known: celery, celery_queue, celery_backend)",
             f"{path}: services.worker.url: required field is missing",
             f"{path}: services.worker.depends_on: no service named 'ghost' in this stack",
         ]
@@ -212,3 +215,119 @@ def test_config_errors_never_echo_passwords(tmp_path: Path) -> None:
     text = "\n".join(problems(path))
     assert "hunter2secret" not in text and "98765432123" not in text
     assert "services.cache.url" in text and "services.graf.password" in text
+
+
+# kind -> (stack entry, a wrong expectation and the field it names, a valid expectation)
+EXPECTATIONS = {
+    "grafana": (
+        "url: 'http://g:3000'",
+        "{query_ms: fast}",
+        "expectations.query_ms",
+        "{query_ms: 250}",
+    ),
+    "arangodb": (
+        "url: 'http://a:8529'",
+        "{query_ms: -1}",
+        "expectations.query_ms",
+        "{query_ms: 50}",
+    ),
+    "consul": (
+        "url: 'http://c:8500'",
+        "{min_peers: many}",
+        "expectations.min_peers",
+        "{min_peers: 3}",
+    ),
+    "prometheus": ("url: 'http://p:9090'", "{jobs: node}", "expectations.jobs", "{jobs: [node]}"),
+    "tempo": (
+        "url: 'http://t:3200'",
+        "{retention: 2 weeks}",
+        "expectations.retention",
+        "{retention: 14d}",
+    ),
+    "jaeger": (
+        "url: 'http://j:16686'",
+        "{max_traces: 0}",
+        "expectations.max_traces",
+        "{retention: 72h}",
+    ),
+    "redis": ("url: 'redis://r:6379/0'", "{role: [master]}", "expectations.role", "{role: master}"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTATIONS))
+def test_expectations_are_validated_at_load_for_every_kind(tmp_path: Path, kind: str) -> None:
+    entry, wrong, field, right = EXPECTATIONS[kind]
+    path = write(tmp_path, f"services:\n  s: {{kind: {kind}, {entry}, expectations: {wrong}}}\n")
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: services.s.{field}: "), problem
+    unknown = write(
+        tmp_path,
+        f"services:\n  s: {{kind: {kind}, {entry}, expectations: {{nope: 1}}}}\n",
+        "u.yaml",
+    )
+    (problem,) = problems(unknown)
+    assert problem.startswith(
+        f"{unknown}: services.s.expectations.nope: unknown expectation (known: "
+    )
+    valid = write(
+        tmp_path, f"services:\n  s: {{kind: {kind}, {entry}, expectations: {right}}}\n", "v.yaml"
+    )
+    assert load_stack(valid, env={}).typed["s"].expectations is not None
+
+
+def test_a_kind_without_expectations_refuses_any(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  w: {kind: celery, url: 'redis://r:6379/0', expectations: {workers: 2}}\n",
+    )
+    assert problems(path) == [
+        f"{path}: services.w.expectations.workers: unknown expectation (known: none)"
+    ]
+
+
+def test_bad_expectation_exits_2_from_config_check(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  g: {kind: grafana, url: 'http://g:3000', expectations: {query_ms: fast}}\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "stackprobe", "config", "check", "-c", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"{path}: services.g.expectations.query_ms: Input should be a valid number"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_merged_keys_may_be_overridden_but_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "x-redis: &r {kind: redis, url: 'redis://a:6379/0', disruption: forbidden}\n"
+        "services:\n  cache: {<<: *r, disruption: allowed}\n",
+    )
+    assert load_stack(path, env={}).service("cache").disruption == "allowed"
+    twice = write(tmp_path, "services:\n  c: {kind: redis, kind: consul}\n", "twice.yaml")
+    assert "duplicate key 'kind'" in problems(twice)[0]
+
+
+def test_an_unset_password_inside_a_url_is_a_secret_like_password(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  cache: {kind: redis, url: 'redis://:${REDIS_PASSWORD}@cache:6379/0'}\n",
+    )
+    stack = load_stack(path, env={})
+    assert stack.warnings == [
+        f"{path}: services.cache.url: variable ${{REDIS_PASSWORD}} is not set (needed when the service is checked)"
+    ]
+    with pytest.raises(
+        ConfigError, match=r"services.cache.url: variable \$\{REDIS_PASSWORD\} is not set"
+    ):
+        stack.require_secrets(["cache"])
+    host = write(
+        tmp_path, "services:\n  cache: {kind: redis, url: 'redis://:pw@${HOST}:6379/0'}\n", "h.yaml"
+    )
+    assert problems(host) == [
+        f"{host}: services.cache.url: variable ${{HOST}} is not set and has no default"
+    ]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from stackprobe.catalog import known_kinds
-from stackprobe.config import load_stack
 from stackprobe.coverage import compute
 from stackprobe.errors import ConfigError
+from stackprobe.loader import load_stack
 from stackprobe.runner import Selection, make_plan
 
 
