@@ -113,8 +113,8 @@ def test_refused_credentials_are_an_error_with_arangodbs_errornum(
     assert set(outcomes(result).values()) == {"error"}
     r = _by_check(result)
     assert r["arangodb.connectivity.version_and_aql"].message == (
-        "arangodb: [HTTP 401][ERR 11] not authorized to execute this request: "
-        "check username and password (GET /_db/_system/_api/version)"
+        "arangodb: HTTP 401 from GET /_db/_system/_api/version: [ERR 11] not authorized to "
+        "execute this request: check username and password"
     )
     assert all(PASSWORD not in c.message for c in result.results)
 

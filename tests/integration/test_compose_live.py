@@ -268,8 +268,8 @@ def test_monitor_liveness_recovers_when_the_engine_comes_up_after_connect(tmp_pa
     """The monitor keeps one client: an engine missing at connect time must not mean down forever."""
     import asyncio
 
-    from stackprobe.config import load_stack
-    from stackprobe.kinds import Target
+    from stackprobe.connect import open_service
+    from stackprobe.loader import load_stack
     from stackprobe.services.compose import KIND
 
     short = Path(tempfile.mkdtemp(prefix="sp-docker-", dir="/tmp"))
@@ -288,7 +288,8 @@ def test_monitor_liveness_recovers_when_the_engine_comes_up_after_connect(tmp_pa
     assert KIND.liveness is not None
 
     async def probe_before_and_after() -> tuple[str, str]:
-        async with KIND.connect(Target("compose", stack.service("compose"), stack)) as client:
+        async with open_service(stack, "compose") as opened:
+            client = opened.client
             try:
                 await KIND.liveness(client)  # type: ignore[misc]
                 before = "up"

@@ -427,11 +427,23 @@ def test_checks_fail_with_what_they_saw_when_the_agent_misbehaves(
 def test_http_check_is_skipped_with_a_reason_when_the_agent_is_not_local(
     tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
-    """A non-loopback agent address with the default loopback callback host."""
+    """A non-loopback agent address with the default loopback callback host: the check is run
+    directly (stackprobe.testing) on a client that talks to the real agent but is configured
+    with a remote address, since an unreachable agent would make every check `error`."""
+    from stackprobe.services.consul import ConsulClient, ConsulOptions, check_http
+    from stackprobe.testing import check_context, run_check
+
     remote = consul_url(sandbox).replace("127.0.0.1", "consul.internal.example")
-    path = consul_stack(tmp_path, remote)
-    result = run_stack(path, capabilities=("health-checks",))
-    r = by_check(result)["consul.health-checks.http_check"]
+
+    async def make_client() -> ConsulClient:
+        return ConsulClient(
+            httpx.AsyncClient(base_url=consul_url(sandbox)), remote, None, ConsulOptions()
+        )
+
+    import asyncio
+
+    client = asyncio.run(make_client())
+    r = run_check(check_http, check_context("consul", client, config={"url": remote}))
     assert r.outcome.value == "skipped"
     assert r.message.startswith("the agent (consul.internal.example) is not local")
 

@@ -315,7 +315,7 @@ def test_a_refused_token_is_an_error_that_never_shows_the_token(tmp_path: Path, 
     r = _by_check(result)
     assert r["grafana.datasources.healthy"].outcome.value == "error"
     assert r["grafana.datasources.healthy"].message == (
-        "grafana: HTTP 401 Unauthorized (auth.unauthorized): check token, or username and password (GET /api/datasources)"
+        "grafana: HTTP 401 from GET /api/datasources: Unauthorized (auth.unauthorized): check token, or username and password"
     )
     assert r["grafana.security.credential_works"].outcome.value == "error"
     for fmt, render in RENDERERS.items():

@@ -356,7 +356,7 @@ def _services_unavailable(request: HttpRequest, response: HttpResponse) -> HttpR
         (
             _services_unavailable,
             "readiness",
-            "GET /api/services: HTTP 503: query service unavailable",
+            "jaeger: HTTP 503 from GET /api/services: query service unavailable",
         ),
         (_search_finds_nothing, "query", "returned 0 trace(s), not the probe trace"),
         (_drop_last_span, "ingest", "found 2 of 3 spans"),

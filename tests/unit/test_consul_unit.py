@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stackprobe.config import load_stack
 from stackprobe.errors import ServiceError
 from stackprobe.explain import explain
+from stackprobe.loader import load_stack
 from stackprobe.services.consul import (
     KIND,
     CallbackEndpoint,
@@ -90,13 +90,13 @@ def test_httpx_errors_name_where_and_why() -> None:
 def test_the_callback_endpoint_answers_its_status_and_counts() -> None:
     async def scenario() -> tuple[list[int], int]:
         endpoint = CallbackEndpoint("127.0.0.1")
-        port = await endpoint.start()
+        port = (await endpoint.server.start()).port
         statuses = []
         async with httpx.AsyncClient(timeout=2) as client:
             statuses.append((await client.get(f"http://127.0.0.1:{port}/health")).status_code)
             endpoint.status = 500
             statuses.append((await client.get(f"http://127.0.0.1:{port}/health")).status_code)
-        await endpoint.close()
+        await endpoint.server.close()
         return statuses, endpoint.requests
 
     assert asyncio.run(scenario()) == ([200, 500], 2)
@@ -116,5 +116,5 @@ def test_the_stack_file_takes_url_dns_endpoint_and_options(tmp_path: Path) -> No
     bad = svc.model_copy(update={"url": "redis://h:1", "options": {"callbak_host": "x"}})
     assert KIND.validate(bad) == [
         "url: scheme 'redis' not supported here (use http or https)",
-        "options.callbak_host: unknown option",
+        "options.callbak_host: unknown option (known: callback_host, dns_domain)",
     ]

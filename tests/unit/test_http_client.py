@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from stackprobe.config import ServiceConfig
-from stackprobe.errors import ServiceError
+from stackprobe.errors import Outcome, ServiceError, outcome_of
 from stackprobe.http import client_for, refuse_auth
 
 
@@ -33,9 +33,11 @@ def test_token_becomes_a_bearer_header_and_a_password_basic_auth() -> None:
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_credentials_are_a_service_error(status: int) -> None:
-    response = httpx.Response(status, text='{"message":"Unauthorized"}')
+    request = httpx.Request("GET", "http://p:9090/api/v1/targets?state=active")
+    response = httpx.Response(status, text='{"message":"Unauthorized"}', request=request)
     with pytest.raises(
-        ServiceError, match=f"GET /api/v1/targets: HTTP {status}: credentials refused"
-    ):
-        refuse_auth(response, "GET /api/v1/targets")
-    refuse_auth(httpx.Response(500, text="boom"), "GET /x")  # not an auth problem: no raise
+        ServiceError, match=f"HTTP {status} from GET /api/v1/targets: .*credentials refused"
+    ) as info:
+        refuse_auth(response)
+    assert outcome_of(info.value) is Outcome.ERROR
+    refuse_auth(httpx.Response(500, text="boom", request=request))  # not an auth problem

@@ -24,7 +24,7 @@ import random
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,17 +32,21 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe.check import CheckContext, CheckFailed, ms
-from stackprobe.errors import ServiceError
-from stackprobe.explain import explain
-from stackprobe.http import json_or_none
+from stackprobe.http import (
+    HttpServiceError,
+    client_for,
+    excerpt,
+    http_error,
+    json_body,
+    json_or_none,
+    refuse_auth,
+)
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
 
-HTTP_TIMEOUT = 5.0
-CONNECT_TIMEOUT = 3.0
 DEFAULT_USER = "root"
 QUERY_MS = 100.0  # default expectations.query_ms: median of an indexed point lookup
 LOOKUP_DOCS = 500  # documents in the query-performance collection
@@ -63,28 +67,30 @@ class ArangoOptions(BaseModel):
     database: str | None = None
 
 
-class ArangoError(ServiceError):
-    """ArangoDB answered with an error: `[HTTP 404][ERR 1203] message (METHOD path)`."""
+class ArangoExpectations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, response: httpx.Response) -> None:
-        self.status = response.status_code
-        self.body = json_or_none(response)
-        self.num = self.body.get("errorNum") if isinstance(self.body, dict) else None
-        said = (
-            self.body.get("errorMessage")
-            if isinstance(self.body, dict) and self.body.get("errorMessage")
-            else " ".join(response.text.split())[:200] or "(empty body)"
-        )
-        hint = ""
-        if self.status == 401:
-            hint = ": check username and password"
-        elif self.status == 403:
-            hint = ": the user lacks the rights (set options.database to a database it may write)"
-        request = response.request
-        path = request.url.path
-        super().__init__(
-            f"arangodb: [HTTP {self.status}][ERR {self.num}] {said}{hint} ({request.method} {path})"
-        )
+    query_ms: float = Field(default=QUERY_MS, gt=0)  # median budget of an indexed lookup
+
+
+_HINTS = {
+    401: ": check username and password",
+    403: ": the user lacks the rights (set options.database to a database it may write)",
+}
+
+
+def _error_text(response: httpx.Response) -> str:
+    """What ArangoDB said, in python-arango's form: `[ERR 1203] collection not found`."""
+    body = json_or_none(response)
+    if isinstance(body, dict) and body.get("errorMessage"):
+        return f"[ERR {body.get('errorNum')}] {body['errorMessage']}"
+    return f"[ERR None] {excerpt(response)}"
+
+
+def arango_error(response: httpx.Response) -> HttpServiceError:
+    """An answer a call does not accept: `arangodb: HTTP 404 from GET /_db/x/_api/...: [ERR
+    1203] message` (the HTTP rule: 401/403 are `error`, any other answer `failed`)."""
+    return http_error(response, label="arangodb", said=_error_text, hints=_HINTS)
 
 
 def _said(response: httpx.Response) -> str:
@@ -129,11 +135,11 @@ class ArangoClient:
         params: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200, 201, 202),
     ) -> Any:
-        """A call whose failure means the check cannot go on: outside `ok` raises ArangoError."""
+        """A call whose failure means the check cannot go on: outside `ok` raises arango_error."""
         response = await self.request(method, path, db=db, json=json, params=params)
         if response.status_code not in ok:
-            raise ArangoError(response)
-        return json_or_none(response)
+            raise arango_error(response)
+        return json_body(response, label="arangodb")
 
     async def aql(
         self, query: str, bind_vars: dict[str, Any] | None = None, *, db: str = "_system"
@@ -146,15 +152,9 @@ class ArangoClient:
 
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[ArangoClient]:
-    svc = target.config
-    assert svc.url is not None  # validated: url is required for this kind
-    auth = (svc.username or DEFAULT_USER, svc.password) if svc.password is not None else None
-    async with httpx.AsyncClient(
-        base_url=svc.url,
-        auth=auth,
-        timeout=httpx.Timeout(HTTP_TIMEOUT, connect=CONNECT_TIMEOUT),
-    ) as http:
-        yield ArangoClient(http, ArangoOptions.model_validate(svc.options))
+    assert target.config.url is not None  # validated: url is required for this kind
+    async with client_for(target.config, default_user=DEFAULT_USER) as http:
+        yield ArangoClient(http, target.options)
 
 
 async def _version(client: ArangoClient) -> str | None:
@@ -165,7 +165,7 @@ async def _version(client: ArangoClient) -> str | None:
 async def _liveness(client: ArangoClient) -> None:
     response = await client.http.get("/_admin/server/availability")
     if response.status_code != 200:
-        raise CheckFailed(f"/_admin/server/availability answered {_said(response)}")
+        raise arango_error(response)
 
 
 def _ours(name: str, cutoff: datetime) -> bool:
@@ -182,7 +182,7 @@ async def _sweep(client: ArangoClient, target: Target, cutoff: datetime) -> list
                 await client.call("DELETE", f"/_api/database/{quote(name, safe='')}", ok=(200, 404))
                 removed.append(f"database {name}")
     elif client.options.database is None:  # without options.database, databases are all we make
-        raise ArangoError(listing)
+        raise arango_error(listing)
     db = client.options.database
     if db is not None:
         graphs = await client.call("GET", "/_api/gharial", db=db)
@@ -214,6 +214,7 @@ KIND: Kind[ArangoClient] = Kind(
     url_schemes=("http", "https"),
     default_username=DEFAULT_USER,
     options_model=ArangoOptions,
+    expectations_model=ArangoExpectations,
     version=_version,
     liveness=_liveness,
     sweep=_sweep,
@@ -222,18 +223,6 @@ check = KIND.check
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _cleanup(ctx: CheckContext[ArangoClient], fn: Callable[[], Awaitable[None]], what: str) -> None:
-    """A cleanup whose HTTP failure reads as one line (not a bare ReadError)."""
-
-    async def run() -> None:
-        try:
-            await fn()
-        except httpx.HTTPError as exc:
-            raise ServiceError(explain(exc)) from None
-
-    ctx.cleanup(run, what)
 
 
 async def workspace(ctx: CheckContext[ArangoClient], what: str) -> str:
@@ -247,7 +236,7 @@ async def workspace(ctx: CheckContext[ArangoClient], what: str) -> str:
     async def drop() -> None:
         await client.call("DELETE", f"/_api/database/{quote(name, safe='')}", ok=(200, 404))
 
-    _cleanup(ctx, drop, f"drop database {name}")
+    ctx.cleanup(drop, f"drop database {name}")
     await client.call("POST", "/_api/database", json={"name": name}, ok=(201,))
     ctx.evidence["database"] = name
     return name
@@ -269,7 +258,7 @@ async def drop_collection_later(ctx: CheckContext[ArangoClient], db: str, name: 
         path = f"/_api/collection/{quote(name, safe='')}"
         await ctx.client.call("DELETE", path, db=db, ok=(200, 404))
 
-    _cleanup(ctx, drop, f"drop collection {name}")
+    ctx.cleanup(drop, f"drop collection {name}")
 
 
 async def create_index(
@@ -313,6 +302,7 @@ async def check_connectivity(ctx: CheckContext[ArangoClient]) -> str:
     started = time.perf_counter()
     availability = await client.http.get("/_admin/server/availability")
     ctx.evidence["availability_ms"] = ms(time.perf_counter() - started)
+    refuse_auth(availability)
     body = json_or_none(availability)
     mode = body.get("mode") if isinstance(body, dict) else None
     if availability.status_code != 200 or mode not in (None, "default"):
@@ -498,7 +488,7 @@ async def check_graph(ctx: CheckContext[ArangoClient]) -> str:
     async def drop_graph() -> None:
         await client.call("DELETE", f"/_api/gharial/{quote(graph, safe='')}", db=db, ok=(202, 404))
 
-    _cleanup(ctx, drop_graph, f"drop graph {graph}")
+    ctx.cleanup(drop_graph, f"drop graph {graph}")
     definition = {"collection": edges, "from": [vertices], "to": [vertices]}
     created = await client.call(
         "POST", "/_api/gharial", db=db, json={"name": graph, "edgeDefinitions": [definition]}
@@ -556,7 +546,7 @@ def _plan_summary(plan: dict[str, Any]) -> list[str]:
 )
 async def check_query_performance(ctx: CheckContext[ArangoClient]) -> str:
     client = ctx.client
-    threshold = float(ctx.service.expectations.get("query_ms", QUERY_MS))
+    threshold = ctx.expectations.query_ms
     db = await workspace(ctx, "aql")
     coll, _ = await create_collection(ctx, db, "aql-docs")
     index = await create_index(ctx, db, coll, ["n"], unique=False)

@@ -105,7 +105,7 @@ async def _connect(target: Target) -> AsyncIterator[ComposeClient]:
             "(the path is relative to the stack file)"
         )
     compose = load_compose(path)
-    options = ComposeOptions.model_validate(target.config.options)
+    options: ComposeOptions = target.options
     client = ComposeClient(path, compose, options.project or compose.project, options)
     async with AsyncExitStack() as stack:
         host = docker_host(options.docker_host)
@@ -158,6 +158,7 @@ KIND = ComposeKind(
     connect=_connect,
     url_schemes=("file",),
     options_model=ComposeOptions,
+    liveness_gates=False,  # lint checks need only the file, not the engine
     version=_version,
     liveness=_liveness,
 )

@@ -15,7 +15,7 @@ import base64
 import ipaddress
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,17 +23,20 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
 from stackprobe.dns import SrvAnswer, query_srv
 from stackprobe.errors import ServiceError
-from stackprobe.explain import explain
+from stackprobe.http import CONNECT_TIMEOUT, HttpServiceError, client_for
+from stackprobe.httpserver import LocalHttpServer
+from stackprobe.httpserver import Request as HttpRequest
+from stackprobe.httpserver import Response as HttpResponse
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
 
-HTTP_TIMEOUT = 5.0  # every call; blocking queries add their wait on top
-CONNECT_TIMEOUT = 3.0
+HTTP_TIMEOUT = 5.0  # every call (stackprobe.http's read timeout); blocking queries add their wait
+TOKEN_HEADER = "X-Consul-Token"  # noqa: S105 - the name of the header Consul reads its ACL token from
 DEREGISTER_AFTER = "1m"  # Consul's minimum: a killed run's services are reaped by the agent
 PROBE_TTL = "60s"  # TTL of checks that are only there to keep a probe service reapable
 SESSION_TTL = "15s"  # sessions of a killed run expire on their own (Consul minimum is 10s)
@@ -49,13 +52,20 @@ class ConsulOptions(BaseModel):
     dns_domain: str = "consul"  # the agent's `domain`
 
 
-class ConsulError(ServiceError):
-    """The agent answered a request with an HTTP error status: the check could not run."""
+class ConsulExpectations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    datacenter: str | None = None
+    min_peers: int = Field(default=1, ge=1)
+
+
+class ConsulError(HttpServiceError):
+    """The agent answered a request with a status the call does not accept (the HTTP rule:
+    401/403 are `error`, any other answer `failed`)."""
 
     def __init__(self, method: str, path: str, status: int, body: str) -> None:
         said = " ".join(body.split())[:200] or "(empty body)"
-        super().__init__(f"consul: HTTP {status} from {method} {path}: {said}")
-        self.status = status
+        super().__init__(method, path, status, said, label="consul")
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,9 @@ class ConsulClient:
             ),
         )
         if response.status_code not in ok:
-            raise ConsulError(method, path, response.status_code, response.text)
+            raise ConsulError(
+                method, response.request.url.path, response.status_code, response.text
+            )
         return response
 
     async def get(self, path: str, **params: str | int) -> Any:
@@ -253,15 +265,9 @@ def _dns_endpoint(value: str | None) -> tuple[str, int] | None:
 async def _connect(target: Target) -> AsyncIterator[ConsulClient]:
     svc = target.config
     assert svc.url is not None  # validated: url is required for this kind
-    options = ConsulOptions.model_validate(svc.options)
     dns = _dns_endpoint(svc.endpoints.get("dns"))
-    headers = {"X-Consul-Token": svc.token} if svc.token else {}
-    async with httpx.AsyncClient(
-        base_url=svc.url,
-        headers=headers,
-        timeout=httpx.Timeout(HTTP_TIMEOUT, connect=CONNECT_TIMEOUT),
-    ) as http:
-        yield ConsulClient(http=http, url=svc.url, dns=dns, options=options)
+    async with client_for(svc, token_header=TOKEN_HEADER) as http:
+        yield ConsulClient(http=http, url=svc.url, dns=dns, options=target.options)
 
 
 async def _version(client: ConsulClient) -> str | None:
@@ -309,6 +315,7 @@ KIND: Kind[ConsulClient] = Kind(
     url_schemes=("http", "https"),
     endpoints=("dns",),
     options_model=ConsulOptions,
+    expectations_model=ConsulExpectations,
     version=_version,
     liveness=_liveness,
     sweep=_sweep,
@@ -318,18 +325,6 @@ check = KIND.check
 
 def _free_port_number() -> int:
     return 20000 + secrets.randbelow(40000)
-
-
-def _cleanup(ctx: CheckContext[ConsulClient], fn: Callable[[], Awaitable[None]], what: str) -> None:
-    """Register a cleanup whose HTTP failure reads as the one-line cause (not a bare ReadError)."""
-
-    async def run() -> None:
-        try:
-            await fn()
-        except httpx.HTTPError as exc:
-            raise ServiceError(explain(exc)) from None
-
-    ctx.cleanup(run, what)
 
 
 async def _register(ctx: CheckContext[ConsulClient], definition: dict[str, Any]) -> str:
@@ -352,7 +347,7 @@ async def _register(ctx: CheckContext[ConsulClient], definition: dict[str, Any])
     async def deregister() -> None:
         await ctx.client.deregister(service_id)
 
-    _cleanup(ctx, deregister, f"deregister service {service_id}")
+    ctx.cleanup(deregister, f"deregister service {service_id}")
     await ctx.client.register(definition)
     return service_id
 
@@ -406,12 +401,12 @@ async def check_leader(ctx: CheckContext[ConsulClient]) -> str:
         members=len(members),
         token="configured" if ctx.service.token else "none",
     )
-    expected_dc = ctx.service.expectations.get("datacenter")
+    expected_dc = ctx.expectations.datacenter
     if expected_dc is not None and expected_dc != config.get("Datacenter"):
         raise CheckFailed(
             f"datacenter: expected {expected_dc!r} (expectations.datacenter), saw {config.get('Datacenter')!r}"
         )
-    min_peers = int(ctx.service.expectations.get("min_peers", 1))
+    min_peers = ctx.expectations.min_peers
     if len(peers) < min_peers:
         raise CheckFailed(
             f"peers: expected at least {min_peers} (expectations.min_peers), saw {len(peers)}: {peers!r}"
@@ -595,40 +590,20 @@ def callback_problem(agent_url: str, callback_host: str) -> str | None:
 
 
 class CallbackEndpoint:
-    """A tiny HTTP endpoint for the agent's HTTP check: answers `status`, counts requests."""
+    """The endpoint the agent's HTTP check calls: answers `status`, counts requests."""
 
     def __init__(self, host: str) -> None:
-        self.host = host
         self.status = 200
-        self.requests = 0
-        self._server: asyncio.Server | None = None
+        self.server = LocalHttpServer(self._answer, host)
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, self.host, 0)
-        return int(self._server.sockets[0].getsockname()[1])
+    @property
+    def requests(self) -> int:
+        return self.server.requests
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(2.0):
-                await reader.readuntil(b"\r\n\r\n")
-                self.requests += 1
-                status = self.status
-                body = b"ok\n" if status == 200 else b"failing on purpose\n"
-                reason = b"OK" if status == 200 else b"Internal Server Error"
-                writer.write(
-                    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                    b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body)
-                )
-                await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass
-        finally:
-            writer.close()
+    async def _answer(self, request: HttpRequest) -> HttpResponse:
+        if self.status == 200:
+            return HttpResponse(200, b"ok\n")
+        return HttpResponse(self.status, b"failing on purpose\n")
 
 
 @check(
@@ -642,8 +617,8 @@ async def check_http(ctx: CheckContext[ConsulClient]) -> str:
     if problem := callback_problem(ctx.client.url, host):
         raise CheckSkipped(problem)
     endpoint = CallbackEndpoint(host)
-    ctx.cleanup(endpoint.close, "stop the callback endpoint")
-    port = await endpoint.start()
+    ctx.cleanup(endpoint.server.close, "stop the callback endpoint")
+    port = (await endpoint.server.start()).port
     service_id = ctx.name(f"consul-http-{secrets.token_hex(3)}")
     check_id = f"{service_id}-check-0"
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/health"
@@ -694,7 +669,7 @@ def _kv_keys(ctx: CheckContext[ConsulClient], *suffixes: str) -> list[str]:
         for key in keys:
             await ctx.client.kv_delete(key)
 
-    _cleanup(ctx, delete, f"delete {len(keys)} KV key(s)")
+    ctx.cleanup(delete, f"delete {len(keys)} KV key(s)")
     return keys
 
 
@@ -857,7 +832,7 @@ async def check_kv_lock(ctx: CheckContext[ConsulClient]) -> str:
         for session in sessions:
             await client.session_destroy(session)
 
-    _cleanup(ctx, destroy, "destroy sessions")
+    ctx.cleanup(destroy, "destroy sessions")
     for holder in ("a", "b"):
         sessions.append(await client.session_create(ctx.name(f"consul-lock-{holder}")))
     first, second = sessions

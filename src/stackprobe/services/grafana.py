@@ -27,17 +27,23 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, ms
-from stackprobe.errors import ServiceError
-from stackprobe.explain import explain
-from stackprobe.http import json_or_none
+from stackprobe.http import (
+    TIMEOUT,
+    HttpServiceError,
+    client_for,
+    credential_label,
+    excerpt,
+    http_error,
+    json_body,
+    json_or_none,
+    refuse_auth,
+)
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
 
-HTTP_TIMEOUT = 5.0
-CONNECT_TIMEOUT = 3.0
 DEFAULT_USER = "admin"
 QUERY_MS = 1000.0  # default expectations.query_ms: median of a query through Grafana
 QUERY_SAMPLES = 5
@@ -61,27 +67,39 @@ class GrafanaOptions(BaseModel):
     alert_folder: str | None = None
 
 
-def _said(response: httpx.Response) -> str:
-    """What Grafana answered, in one line: `HTTP 401 Unauthorized (auth.unauthorized)`."""
+class GrafanaExpectations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    datasources: list[str] = []  # uids that must exist and be healthy
+    dashboards: list[str] = []  # uids or titles that must load with every panel resolving
+    contact_points: list[str] = []  # names of contact points that must exist
+    query_ms: float = Field(default=QUERY_MS, gt=0)  # median budget of a query through Grafana
+
+
+def _message(response: httpx.Response) -> str:
+    """What Grafana said: `Unauthorized (auth.unauthorized)`, else the body in one line."""
     body = json_or_none(response)
     if isinstance(body, dict) and body.get("message"):
         message_id = f" ({body['messageId']})" if body.get("messageId") else ""
-        return f"HTTP {response.status_code} {body['message']}{message_id}"
-    return f"HTTP {response.status_code} {' '.join(response.text.split())[:160] or '(empty body)'}"
+        return f"{body['message']}{message_id}"
+    return excerpt(response)
 
 
-class GrafanaError(ServiceError):
-    """Grafana refused or failed a call the check needs: `grafana: HTTP 401 ... (GET path)`."""
+def _said(response: httpx.Response) -> str:
+    """What Grafana answered, in one line: `HTTP 401 Unauthorized (auth.unauthorized)`."""
+    return f"HTTP {response.status_code} {_message(response)}"
 
-    def __init__(self, response: httpx.Response) -> None:
-        self.status = response.status_code
-        hint = ""
-        if self.status == 401:
-            hint = ": check token, or username and password"
-        elif self.status == 403:
-            hint = ": the credential lacks the permission (a service account with the Admin role reads everything checked here)"  # fmt: skip
-        request = response.request
-        super().__init__(f"grafana: {_said(response)}{hint} ({request.method} {request.url.path})")
+
+_HINTS = {
+    401: ": check token, or username and password",
+    403: ": the credential lacks the permission (a service account with the Admin role reads everything checked here)",
+}
+
+
+def grafana_error(response: httpx.Response) -> HttpServiceError:
+    """An answer a call the check needs does not accept (the HTTP rule: 401/403 are `error`,
+    any other answer `failed`): `grafana: HTTP 401 from GET /api/x: Unauthorized (...)`."""
+    return http_error(response, label="grafana", said=_message, hints=_HINTS)
 
 
 @dataclass
@@ -94,17 +112,15 @@ class GrafanaClient:
     options: GrafanaOptions
 
     async def get(self, path: str, **params: str | int) -> Any:
-        """A GET the check needs: anything but 200 raises GrafanaError."""
+        """A GET the check needs: anything but 200 raises grafana_error; not JSON is failed."""
         response = await self.http.get(path, params=params or None)
         if response.status_code != 200:
-            raise GrafanaError(response)
-        return json_or_none(response)
+            raise grafana_error(response)
+        return json_body(response, label="grafana")
 
     def anonymous(self) -> httpx.AsyncClient:
         """A client with no credential and no cookies: what a stranger's browser sends."""
-        return httpx.AsyncClient(
-            base_url=self.url, timeout=httpx.Timeout(HTTP_TIMEOUT, connect=CONNECT_TIMEOUT)
-        )
+        return httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT)
 
     async def datasources(self) -> list[dict[str, Any]]:
         return list(await self.get("/api/datasources"))
@@ -114,23 +130,9 @@ class GrafanaClient:
 async def _connect(target: Target) -> AsyncIterator[GrafanaClient]:
     svc = target.config
     assert svc.url is not None  # validated: url is required for this kind
-    headers: dict[str, str] = {}
-    auth: tuple[str, str] | None = None
-    if svc.token:
-        headers["Authorization"] = f"Bearer {svc.token}"
-        credential = "service account token"
-    elif svc.password is not None:
-        auth = (svc.username or DEFAULT_USER, svc.password)
-        credential = f"basic as {auth[0]}"
-    else:
-        credential = "none"
-    async with httpx.AsyncClient(
-        base_url=svc.url,
-        headers=headers,
-        auth=auth,
-        timeout=httpx.Timeout(HTTP_TIMEOUT, connect=CONNECT_TIMEOUT),
-    ) as http:
-        yield GrafanaClient(http, svc.url, credential, GrafanaOptions.model_validate(svc.options))
+    credential = credential_label(svc, DEFAULT_USER).replace("token", "service account token")
+    async with client_for(svc, default_user=DEFAULT_USER) as http:
+        yield GrafanaClient(http, svc.url, credential, target.options)
 
 
 async def _version(client: GrafanaClient) -> str | None:
@@ -141,7 +143,7 @@ async def _version(client: GrafanaClient) -> str | None:
 async def _liveness(client: GrafanaClient) -> None:
     response = await client.http.get("/api/health")
     if response.status_code != 200:
-        raise CheckFailed(f"/api/health answered {_said(response)}")
+        raise grafana_error(response)
 
 
 async def _sweep(client: GrafanaClient, target: Target, cutoff: datetime) -> list[str]:
@@ -154,7 +156,7 @@ async def _sweep(client: GrafanaClient, target: Target, cutoff: datetime) -> lis
                 f"/api/v1/provisioning/alert-rules/{quote(uid, safe='')}", headers=PROVENANCE_OFF
             )
             if response.status_code not in (204, 404):
-                raise GrafanaError(response)
+                raise grafana_error(response)
             removed.append(f"alert rule {title} ({uid})")
     return removed
 
@@ -174,6 +176,7 @@ KIND: Kind[GrafanaClient] = Kind(
     url_schemes=("http", "https"),
     default_username=DEFAULT_USER,
     options_model=GrafanaOptions,
+    expectations_model=GrafanaExpectations,
     version=_version,
     liveness=_liveness,
     sweep=_sweep,
@@ -219,6 +222,7 @@ async def check_health(ctx: CheckContext[GrafanaClient]) -> str:
     started = time.perf_counter()
     response = await ctx.client.http.get("/api/health")
     ctx.evidence["latency_ms"] = ms(time.perf_counter() - started)
+    refuse_auth(response)
     body = json_or_none(response)
     database = body.get("database") if isinstance(body, dict) else None
     version = body.get("version") if isinstance(body, dict) else None
@@ -262,7 +266,7 @@ async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
     listed = await ctx.client.datasources()
     by_uid = {str(d.get("uid")): d for d in listed}
     by_name = {str(d.get("name")): str(d.get("uid")) for d in listed}
-    expected = [str(u) for u in ctx.service.expectations.get("datasources", [])]
+    expected = list(ctx.expectations.datasources)
     missing = [e for e in expected if e not in by_uid and e not in by_name]
     wanted = [e if e in by_uid else by_name[e] for e in expected if e not in missing]
     to_check = list(dict.fromkeys(wanted or list(by_uid)))
@@ -283,7 +287,7 @@ async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
             if response.status_code == 200 and body.get("status") == "OK":
                 return "healthy", str(ds.get("name")), ms(time.perf_counter() - started)
             if response.status_code in (401, 403):
-                raise GrafanaError(response)
+                raise grafana_error(response)
             if response.status_code == 400 or (response.status_code == 200 and body.get("status")):
                 said = (
                     f"{body.get('status') or f'HTTP {response.status_code}'} {body.get('message')}"
@@ -343,7 +347,7 @@ def _ref(value: Any) -> str | None:
 async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
     client = ctx.client
     hits = await client.get("/api/search", type="dash-db", limit=5000)
-    expected = [str(e) for e in ctx.service.expectations.get("dashboards", [])]
+    expected = list(ctx.expectations.dashboards)
     wanted: dict[str, str] = {}  # uid -> title
     missing = []
     for name in expected:
@@ -367,7 +371,7 @@ async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
         response = await client.http.get(f"/api/dashboards/uid/{quote(uid, safe='')}")
         load_ms.append(ms(time.perf_counter() - started))
         if response.status_code in (401, 403):
-            raise GrafanaError(response)
+            raise grafana_error(response)
         if response.status_code != 200:
             unloadable.append(f"'{title}' ({uid}) is listed by search but does not load: {_said(response)}")  # fmt: skip
             continue
@@ -425,7 +429,7 @@ async def check_alerting(ctx: CheckContext[GrafanaClient]) -> str:
     contact_points = await client.get("/api/v1/provisioning/contact-points")
     names = sorted({str(c.get("name")) for c in contact_points})
     problems = []
-    expected_points = [str(n) for n in ctx.service.expectations.get("contact_points", [])]
+    expected_points = list(ctx.expectations.contact_points)
     missing_points = [n for n in expected_points if n not in names]
     if not contact_points:
         problems.append("no contact points: a firing alert notifies nobody")
@@ -528,19 +532,16 @@ async def check_probe_rule(ctx: CheckContext[GrafanaClient]) -> str:
     path = f"/api/v1/provisioning/alert-rules/{quote(rule['uid'], safe='')}"
 
     async def delete() -> None:
-        try:
-            response = await client.http.delete(path, headers=PROVENANCE_OFF)
-        except httpx.HTTPError as exc:
-            raise ServiceError(explain(exc)) from None
+        response = await client.http.delete(path, headers=PROVENANCE_OFF)
         if response.status_code not in (204, 404):
-            raise GrafanaError(response)
+            raise grafana_error(response)
 
     ctx.cleanup(delete, f"delete alert rule {rule['uid']}")
     started = time.perf_counter()
     created = await client.http.post("/api/v1/provisioning/alert-rules", json=rule, headers=PROVENANCE_OFF)  # fmt: skip
     ctx.evidence["create_ms"] = ms(time.perf_counter() - started)
     if created.status_code in (401, 403):
-        raise GrafanaError(created)
+        raise grafana_error(created)
     if created.status_code != 201:
         raise CheckFailed(f"POST /api/v1/provisioning/alert-rules: expected 201, saw {_said(created)}")  # fmt: skip
     read = await client.http.get(path)
@@ -596,7 +597,7 @@ def _instant_value(result: dict[str, Any]) -> float | None:
 )
 async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
     client = ctx.client
-    threshold = float(ctx.service.expectations.get("query_ms", QUERY_MS))
+    threshold = ctx.expectations.query_ms
     datasource = prometheus_datasource(ctx, await client.datasources())
     uid, name = str(datasource["uid"]), str(datasource.get("name"))
     latencies = []
@@ -615,7 +616,7 @@ async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
         )
         latencies.append(time.perf_counter() - started)
         if response.status_code in (401, 403):
-            raise GrafanaError(response)
+            raise grafana_error(response)
         result = ((json_or_none(response) or {}).get("results") or {}).get("A") or {}
         if result.get("error"):
             raise CheckFailed(

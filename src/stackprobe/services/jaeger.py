@@ -17,20 +17,28 @@ from typing import Any
 
 import httpx
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.http import client_for
+from stackprobe.durations import DurationText, parse_duration
+from stackprobe.http import client_for, expect_json
 from stackprobe.kinds import Kind, Target
-from stackprobe.services.tracestore import StoredSpan, duration_s, raise_for_status, register_checks
+from stackprobe.services.tracestore import StoredSpan, register_checks
 
-TIMEOUT = 5.0
+LABEL = "jaeger"
 
 
 class JaegerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     config_file: str | None = None  # the Jaeger v2 config, for retention
+
+
+class JaegerExpectations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retention: DurationText | None = None  # spans must be kept at least this long
+    max_traces: int = Field(default=1, ge=1)  # memory storage: keep at least this many traces
 
 
 class JaegerStore:
@@ -44,14 +52,11 @@ class JaegerStore:
         evidence: dict[str, Any] = {}
         health = self.target.config.endpoints.get("health")
         if health:
-            answer = await self.http.get(health)
-            raise_for_status(answer, f"GET {health}")
-            status = answer.json()
+            status = expect_json(await self.http.get(health), label=LABEL)
             if status.get("healthy") is not True:
                 raise CheckFailed(f"health endpoint: expected healthy true, saw {status}")
             evidence["health"] = status.get("status")
-        answer = await self.http.get("/api/services")
-        raise_for_status(answer, "GET /api/services")
+        expect_json(await self.http.get("/api/services"), label=LABEL)
         metrics = self.target.config.endpoints.get("metrics")
         if metrics:
             text = (await self.http.get(metrics)).text
@@ -63,8 +68,7 @@ class JaegerStore:
         answer = await self.http.get(f"/api/traces/{trace_id}")
         if answer.status_code == 404:
             return None
-        raise_for_status(answer, f"GET /api/traces/{trace_id}")
-        data = answer.json().get("data") or []
+        data = expect_json(answer, label=LABEL).get("data") or []
         if not data:
             return None
         return self._spans(data[0])
@@ -99,17 +103,16 @@ class JaegerStore:
         }
         if attr:
             params["tags"] = json.dumps({attr[0]: attr[1]})
-        answer = await self.http.get("/api/traces", params=params)
-        raise_for_status(answer, "GET /api/traces (search)")
-        return [t["traceID"] for t in answer.json().get("data") or []]
+        found = expect_json(await self.http.get("/api/traces", params=params), label=LABEL)
+        return [t["traceID"] for t in found.get("data") or []]
 
     async def service_names(self) -> list[str]:
-        answer = await self.http.get("/api/services")
-        raise_for_status(answer, "GET /api/services")
-        return list(answer.json().get("data") or [])
+        return list(
+            expect_json(await self.http.get("/api/services"), label=LABEL).get("data") or []
+        )
 
     async def retention(self, ctx: CheckContext[Any]) -> str:
-        opts = JaegerOptions.model_validate(ctx.service.options)
+        opts: JaegerOptions = ctx.options
         if not opts.config_file:
             raise CheckSkipped(
                 "Jaeger's query API does not expose retention; set options.config_file to check it"
@@ -125,16 +128,16 @@ class JaegerStore:
         store = extensions.get("jaeger_query", {}).get("storage", {}).get("traces")
         backend = extensions.get("jaeger_storage", {}).get("backends", {}).get(store, {})
         ctx.evidence.update(config_file=str(path), storage=store, backend=backend)
-        expected = ctx.service.expectations
+        expected: JaegerExpectations = ctx.expectations
         if "memory" in backend:
             max_traces = int(backend["memory"].get("max_traces", 0))
             ctx.evidence["max_traces"] = max_traces
-            if "retention" in expected:
+            if expected.retention is not None:
                 raise CheckFailed(
                     f"memory storage keeps traces by count (max_traces {max_traces}), not by age: "
-                    f"expectations.retention {expected['retention']} cannot be met"
+                    f"expectations.retention {expected.retention} cannot be met"
                 )
-            wanted = int(expected.get("max_traces", 1))
+            wanted = expected.max_traces
             if max_traces < wanted:
                 raise CheckFailed(
                     f"memory max_traces: expected at least {wanted}, saw {max_traces}"
@@ -145,9 +148,11 @@ class JaegerStore:
         if "badger" in backend:
             ttl = str(backend["badger"].get("ttl", {}).get("spans", "72h"))
             ctx.evidence["ttl_spans"] = ttl
-            if "retention" in expected and duration_s(ttl) < duration_s(str(expected["retention"])):
+            if expected.retention is not None and parse_duration(ttl) < parse_duration(
+                expected.retention
+            ):
                 raise CheckFailed(
-                    f"badger ttl.spans {ttl} is shorter than expectations.retention {expected['retention']}"
+                    f"badger ttl.spans {ttl} is shorter than expectations.retention {expected.retention}"
                 )
             return f"badger keeps spans for {ttl}"
         raise CheckSkipped(
@@ -167,7 +172,7 @@ async def _version(store: JaegerStore) -> str | None:
 
 
 async def _liveness(store: JaegerStore) -> None:
-    raise_for_status(await store.http.get("/api/services"), "GET /api/services")
+    expect_json(await store.http.get("/api/services"), label=LABEL)
 
 
 KIND: Kind[JaegerStore] = Kind(
@@ -178,6 +183,7 @@ KIND: Kind[JaegerStore] = Kind(
     url_schemes=("http", "https"),
     endpoints=("otlp_http", "otlp_grpc", "health", "metrics"),
     options_model=JaegerOptions,
+    expectations_model=JaegerExpectations,
     links={"collector": "otel-collector"},
     traffic_links=("collector",),
     version=_version,

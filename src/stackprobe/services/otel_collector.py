@@ -22,14 +22,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from stackprobe import otlp
-from stackprobe.catalog import known_kinds
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.http import client_for
+from stackprobe.http import client_for, raise_unless, refuse_auth
 from stackprobe.kinds import Kind, Target
 from stackprobe.services.prometheus import PrometheusAPI
 from stackprobe.services.tracestore import PROBE_SERVICE, TraceStore
 
-TIMEOUT = 5.0
+LABEL = "otel-collector"
 PIPELINE_TIMEOUT = 15.0  # batch processor + export; seconds in the sandbox
 EXPORT_TIMEOUT = 20.0  # scrape interval + span-metrics flush of a production Prometheus/collector
 SPANS_PER_TRANSPORT = 5
@@ -58,9 +57,7 @@ class Collector:
 
     async def counters(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """The collector's own metrics: (name without `_total`, labels) -> value."""
-        answer = await self.http.get(self.endpoint("metrics"))
-        if answer.status_code != 200:
-            raise CheckFailed(f"own metrics {self.endpoints['metrics']}: HTTP {answer.status_code}")
+        answer = raise_unless(await self.http.get(self.endpoint("metrics")), label=LABEL)
         samples = {}
         for line in answer.text.splitlines():
             if line.startswith("#") or not (m := _SAMPLE.match(line)):
@@ -95,7 +92,7 @@ def by_label(
 
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[Collector]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+    async with client_for(target.config) as http:
         yield Collector(http, dict(target.config.endpoints))
 
 
@@ -110,9 +107,7 @@ async def _version(collector: Collector) -> str | None:
 
 
 async def _liveness(collector: Collector) -> None:
-    answer = await collector.http.get(collector.endpoint("health"))
-    if answer.status_code != 200:
-        raise CheckFailed(f"health_check answered {answer.status_code}")
+    raise_unless(await collector.http.get(collector.endpoint("health")), label=LABEL)
 
 
 KIND: Kind[Collector] = Kind(
@@ -137,7 +132,8 @@ check = KIND.check
 
 
 def _options(ctx: CheckContext[Any]) -> CollectorOptions:
-    return CollectorOptions.model_validate(ctx.service.options)
+    options: CollectorOptions = ctx.options
+    return options
 
 
 def _moved(what: str, delta: float, expected: float, shared: bool) -> str | None:
@@ -158,6 +154,7 @@ def _moved(what: str, delta: float, expected: float, shared: bool) -> str | None
 async def check_health(ctx: CheckContext[Collector]) -> str:
     url = ctx.client.endpoint("health")
     answer = await ctx.client.http.get(url)
+    refuse_auth(answer)
     try:
         body = answer.json()
     except ValueError:
@@ -284,11 +281,10 @@ async def check_metrics_collection(ctx: CheckContext[Collector]) -> str:
     return f"{delta:g} metric points accepted over OTLP/HTTP, 0 refused"
 
 
-async def _prometheus(ctx: CheckContext[Any]) -> tuple[str, str]:
-    name = ctx.stack.link(ctx.service_name, "prometheus")
-    if not name or not ctx.stack.service(name).url:
-        raise CheckSkipped("no prometheus service linked (links.prometheus)")
-    return name, str(ctx.stack.service(name).url)
+async def _prometheus(ctx: CheckContext[Any]) -> tuple[str, PrometheusAPI]:
+    name, api = await ctx.linked("prometheus")
+    prometheus: PrometheusAPI = api
+    return name, prometheus
 
 
 @check(
@@ -298,25 +294,23 @@ async def _prometheus(ctx: CheckContext[Any]) -> tuple[str, str]:
     timeout=30,
 )
 async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
-    prom_name, _ = await _prometheus(ctx)
+    prom_name, api = await _prometheus(ctx)
     value = float(random.randint(1000, 999999))
     request = otlp.gauge_request(
         "stackprobe_probe_value", value, {"stackprobe_run": ctx.run_id}, PROBE_SERVICE
     )
     await otlp.export_http(ctx.client.endpoint("otlp_http"), "metrics", request)
     sent = time.monotonic()
-    async with client_for(ctx.stack.service(prom_name)) as http:
-        api = PrometheusAPI(http)
-        query = f'stackprobe_probe_value{{stackprobe_run="{ctx.run_id}"}}'
+    query = f'stackprobe_probe_value{{stackprobe_run="{ctx.run_id}"}}'
 
-        async def arrived() -> None:
-            seen = await api.scalar(query)
-            if seen != value:
-                raise CheckFailed(f"{query} = {seen}, expected {value:g}")
+    async def arrived() -> None:
+        seen = await api.scalar(query)
+        if seen != value:
+            raise CheckFailed(f"{query} = {seen}, expected {value:g}")
 
-        await ctx.eventually(
-            arrived, timeout=EXPORT_TIMEOUT, interval=0.5, what=f"probe metric in {prom_name}"
-        )
+    await ctx.eventually(
+        arrived, timeout=EXPORT_TIMEOUT, interval=0.5, what=f"probe metric in {prom_name}"
+    )
     took = time.monotonic() - sent
     ctx.evidence.update(
         query=query, value=value, visible_after_s=round(took, 3), prometheus=prom_name
@@ -331,10 +325,8 @@ async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
     timeout=45,
 )
 async def check_exemplar(ctx: CheckContext[Collector]) -> str:
-    prom_name, _ = await _prometheus(ctx)
-    store_name = ctx.stack.link(ctx.service_name, "trace_store")
-    if not store_name:
-        raise CheckSkipped("no trace store linked (links.trace_store)")
+    _, api = await _prometheus(ctx)
+    store_name = ctx.linked_name("trace_store")
     ns = _options(ctx).span_metrics_namespace
     sent_ids: list[str] = []
 
@@ -356,43 +348,39 @@ async def check_exemplar(ctx: CheckContext[Collector]) -> str:
     start = time.time() - 60
     sent = time.monotonic()
     await send_probe()
-    async with client_for(ctx.stack.service(prom_name)) as http:
-        api = PrometheusAPI(http)
-        selector = (
-            f'{{service_name="{PROBE_SERVICE}",__name__=~"{ns}_(calls_total|duration.*_bucket)"}}'
+    selector = (
+        f'{{service_name="{PROBE_SERVICE}",__name__=~"{ns}_(calls_total|duration.*_bucket)"}}'
+    )
+
+    async def exemplar() -> dict[str, Any]:
+        data = await api.get(
+            "/api/v1/query_exemplars", query=selector, start=start, end=time.time() + 5
+        )
+        for series_data in data:
+            for ex in series_data.get("exemplars", []):
+                if ex.get("labels", {}).get("trace_id") in sent_ids:
+                    return {"series": series_data.get("seriesLabels", {}), "exemplar": ex}
+        total_ex = sum(len(s.get("exemplars", [])) for s in data)
+        await send_probe()
+        raise CheckFailed(
+            f"{len(data)} span-metric series with {total_ex} exemplar(s), none with one of the "
+            f"{len(sent_ids) - 1} probe trace id(s) sent"
         )
 
-        async def exemplar() -> dict[str, Any]:
-            data = await api.get(
-                "/api/v1/query_exemplars", query=selector, start=start, end=time.time() + 5
-            )
-            for series_data in data:
-                for ex in series_data.get("exemplars", []):
-                    if ex.get("labels", {}).get("trace_id") in sent_ids:
-                        return {"series": series_data.get("seriesLabels", {}), "exemplar": ex}
-            total_ex = sum(len(s.get("exemplars", [])) for s in data)
-            await send_probe()
-            raise CheckFailed(
-                f"{len(data)} span-metric series with {total_ex} exemplar(s), none with one of the "
-                f"{len(sent_ids) - 1} probe trace id(s) sent"
-            )
-
-        found = await ctx.eventually(
-            exemplar, timeout=EXPORT_TIMEOUT, interval=1.0, what="exemplar with a probe trace id"
-        )
+    found = await ctx.eventually(
+        exemplar, timeout=EXPORT_TIMEOUT, interval=1.0, what="exemplar with a probe trace id"
+    )
     trace_id = str(found["exemplar"]["labels"]["trace_id"])
     exemplar_after = time.monotonic() - sent
-    kind = known_kinds()[ctx.stack.service(store_name).kind]
-    async with kind.connect(Target(store_name, ctx.stack.service(store_name), ctx.stack)) as store:
-        trace_store: TraceStore = store
+    trace_store: TraceStore = await ctx.open(store_name)
 
-        async def resolves() -> None:
-            if not await trace_store.get_trace(trace_id):
-                raise CheckFailed(f"trace {trace_id} from the exemplar is not in {store_name}")
+    async def resolves() -> None:
+        if not await trace_store.get_trace(trace_id):
+            raise CheckFailed(f"trace {trace_id} from the exemplar is not in {store_name}")
 
-        await ctx.eventually(
-            resolves, timeout=15, interval=0.25, what=f"exemplar trace in {store_name}"
-        )
+    await ctx.eventually(
+        resolves, timeout=15, interval=0.25, what=f"exemplar trace in {store_name}"
+    )
     ctx.evidence.update(
         trace_id=trace_id,
         exemplar_after_s=round(exemplar_after, 2),

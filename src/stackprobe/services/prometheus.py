@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict
 
 from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.http import client_for, refuse_auth
+from stackprobe.http import client_for, json_body, raise_unless, refuse_auth
 from stackprobe.kinds import Kind, Target
 
-TIMEOUT = 5.0
+LABEL = "prometheus"
 UP_TIMEOUT = 10.0  # a Prometheus that just started has not scraped yet
 # identifiers in PromQL that are not metric names
 _PROMQL_WORDS = {
@@ -49,6 +49,12 @@ class PrometheusOptions(BaseModel):
     canary: Canary | None = None
 
 
+class PrometheusExpectations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[str] = []  # scrape jobs that must have an active target
+
+
 class PrometheusAPI:
     """The documented HTTP API; every answer's envelope is checked, errors quote Prometheus."""
 
@@ -57,17 +63,12 @@ class PrometheusAPI:
 
     async def get(self, path: str, **params: Any) -> Any:
         answer = await self.http.get(path, params=params or None)
-        refuse_auth(answer, f"GET {path}")
-        try:
-            body = answer.json()
-        except ValueError:
-            raise CheckFailed(
-                f"GET {path}: HTTP {answer.status_code}, not JSON: {answer.text[:120]!r}"
-            ) from None
-        if body.get("status") != "success":
-            raise CheckFailed(
-                f"GET {path}: {body.get('errorType', 'error')}: {body.get('error', body)}"
-            )
+        refuse_auth(answer)
+        body = json_body(answer, label=LABEL)  # errors come in the envelope, with 4xx/5xx
+        if not isinstance(body, dict) or body.get("status") != "success":
+            said = body.get("error", body) if isinstance(body, dict) else body
+            kind = body.get("errorType", "error") if isinstance(body, dict) else "error"
+            raise CheckFailed(f"GET {path}: HTTP {answer.status_code} {kind}: {said}")
         return body["data"]
 
     async def query(self, expr: str) -> list[dict[str, Any]]:
@@ -98,9 +99,7 @@ async def _version(api: PrometheusAPI) -> str | None:
 
 
 async def _liveness(api: PrometheusAPI) -> None:
-    answer = await api.http.get("/-/healthy")
-    if answer.status_code != 200:
-        raise CheckFailed(f"/-/healthy answered {answer.status_code}")
+    raise_unless(await api.http.get("/-/healthy"), label=LABEL)
 
 
 KIND: Kind[PrometheusAPI] = Kind(
@@ -110,6 +109,7 @@ KIND: Kind[PrometheusAPI] = Kind(
     connect=_connect,
     url_schemes=("http", "https"),
     options_model=PrometheusOptions,
+    expectations_model=PrometheusExpectations,
     links={"collector": "otel-collector"},
     traffic_links=("collector",),
     version=_version,
@@ -123,6 +123,7 @@ async def check_ready(ctx: CheckContext[PrometheusAPI]) -> str:
     for path in ("/-/healthy", "/-/ready"):
         started = time.perf_counter()
         answer = await ctx.client.http.get(path)
+        refuse_auth(answer)
         if answer.status_code != 200:
             raise CheckFailed(
                 f"GET {path}: expected 200, saw {answer.status_code}: {answer.text.strip()[:120]}"
@@ -141,7 +142,7 @@ async def check_ready(ctx: CheckContext[PrometheusAPI]) -> str:
 )
 async def check_targets(ctx: CheckContext[PrometheusAPI]) -> str:
     """Polls briefly: right after a (re)start Prometheus has not discovered or scraped yet."""
-    expected_jobs = list(ctx.service.expectations.get("jobs", []))
+    expected_jobs = list(ctx.expectations.jobs)
 
     async def all_up() -> tuple[int, dict[str, int]]:
         targets = (await ctx.client.get("/api/v1/targets", state="active"))["activeTargets"]
@@ -270,7 +271,7 @@ async def check_rules_healthy(ctx: CheckContext[PrometheusAPI]) -> str:
     timeout=20,
 )
 async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
-    opts = PrometheusOptions.model_validate(ctx.service.options)
+    opts: PrometheusOptions = ctx.options
     canary = opts.canary.alert if opts.canary else None
     groups = await _rule_groups(ctx.client)
     alerts = [
@@ -306,7 +307,7 @@ async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
     name="promtool_check_rules",
 )
 async def check_promtool(ctx: CheckContext[PrometheusAPI]) -> str:
-    files = PrometheusOptions.model_validate(ctx.service.options).rule_files
+    files = ctx.options.rule_files
     if not files:
         raise CheckSkipped("no options.rule_files configured")
     promtool = shutil.which("promtool")
@@ -342,7 +343,7 @@ async def check_promtool(ctx: CheckContext[PrometheusAPI]) -> str:
     disruptive=True,  # a firing alert can page someone
 )
 async def check_canary(ctx: CheckContext[PrometheusAPI]) -> str:
-    opts = PrometheusOptions.model_validate(ctx.service.options)
+    opts: PrometheusOptions = ctx.options
     if opts.canary is None:
         raise CheckSkipped("no options.canary (alert, metric, threshold) configured")
     collector = ctx.stack.link(ctx.service_name, "collector")

@@ -10,11 +10,12 @@ import asyncio
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, cast
 
+import redis as sync_redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio.retry import Retry
@@ -23,12 +24,8 @@ from redis.exceptions import WatchError
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
 from stackprobe.ids import PREFIX, is_leftover
-from stackprobe.kinds import Kind, Target
-from stackprobe.services.celery import (
-    CeleryOptions,
-    celery_client,
-    probe_task_id,
-)
+from stackprobe.kinds import Kind, SyncAccess, Target
+from stackprobe.services.celery import CeleryClient, celery_client, probe_task_id
 from stackprobe.urls import with_credentials
 
 Client = aioredis.Redis
@@ -38,6 +35,8 @@ OWN_KEY_PREFIXES = (
     f"celery-task-meta-{PREFIX}",
 )  # upper bound on any key's life, should every cleanup fail
 PING_SAMPLES = 20
+SOCKET_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 3.0
 
 
 class RedisOptions(BaseModel):
@@ -48,14 +47,20 @@ class RedisOptions(BaseModel):
     celery_backend: str | None = None
 
 
+class RedisExpectations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str | None = None  # INFO replication role: master or slave
+
+
 def connect_url(url: str, username: str | None = None, password: str | None = None) -> Client:
     """A bounded client: every call has a timeout, and a dead server is retried once, briefly."""
     return aioredis.Redis.from_url(
         url,
         username=username,
         password=password,
-        socket_timeout=5,
-        socket_connect_timeout=3,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
     )
 
@@ -69,6 +74,23 @@ async def _connect(target: Target) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.aclose()
+
+
+@contextmanager
+def _sync_client(target: Target) -> Iterator[sync_redis.Redis]:
+    """The blocking client of the plugin's handles, with the same timeouts as the async one."""
+    svc = target.config
+    client = sync_redis.Redis.from_url(
+        svc.url or "",
+        username=svc.username,
+        password=svc.password,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+    )
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 async def _version(client: Client) -> str | None:
@@ -108,10 +130,12 @@ KIND: Kind[Client] = Kind(
     connect=_connect,
     url_schemes=("redis", "rediss"),
     options_model=RedisOptions,
+    expectations_model=RedisExpectations,
     links={"celery": "celery"},
     version=_version,
     liveness=_liveness,
     sweep=_sweep,
+    sync=SyncAccess(open=_sync_client, delete=lambda client, key: client.delete(key)),
 )
 check = KIND.check
 
@@ -149,7 +173,7 @@ async def check_ping(ctx: CheckContext[Client]) -> str:
         ping_ms_p50=ms(statistics.median(latencies)),
         ping_ms_max=ms(max(latencies)),
     )
-    expected_role = ctx.service.expectations.get("role")
+    expected_role = ctx.expectations.role
     if expected_role and expected_role != role:
         raise CheckFailed(f"role: expected {expected_role!r} (expectations.role), saw {role!r}")
     return f"Redis {info.get('redis_version')} ({role}), PING p50 {ctx.evidence['ping_ms_p50']} ms"
@@ -386,19 +410,19 @@ async def check_concurrent_sessions(ctx: CheckContext[Client]) -> str:
     name="round_trip",
 )
 async def check_celery_round_trip(ctx: CheckContext[Client]) -> str:
-    opts = RedisOptions.model_validate(ctx.service.options)
+    opts: RedisOptions = ctx.options
     if not opts.celery:
         raise CheckSkipped("options.celery is false: this Redis is not a Celery broker")
-    queue, backend = opts.celery_queue, opts.celery_backend
-    linked = ctx.stack.link(ctx.service_name, "celery")
-    if linked:
-        worker = ctx.stack.service(linked)
-        queue = CeleryOptions.model_validate(worker.options).queue
-        backend = worker.endpoints.get("backend", backend)
-    assert ctx.service.url is not None
-    broker = with_credentials(ctx.service.url, ctx.service.username, ctx.service.password)
-    client = celery_client(broker, backend or broker, queue)
-    ctx.cleanup(client.app.close, "close celery app")
+    queue = opts.celery_queue
+    client: CeleryClient
+    if ctx.stack.link(ctx.service_name, "celery"):  # the linked worker pool's own client
+        _, client = await ctx.linked("celery")
+        queue = client.queue
+    else:
+        assert ctx.service.url is not None
+        broker = with_credentials(ctx.service.url, ctx.service.username, ctx.service.password)
+        client = celery_client(broker, opts.celery_backend or broker, queue)
+        ctx.cleanup(client.app.close, "close celery app")
     workers = await client.ping()
     ctx.evidence["workers"] = sorted(workers)
     if not workers:

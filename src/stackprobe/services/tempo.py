@@ -15,19 +15,21 @@ from typing import Any
 
 import httpx
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.http import client_for
+from stackprobe.durations import DurationText, parse_duration
+from stackprobe.http import client_for, expect_json, raise_unless, refuse_auth
 from stackprobe.kinds import Kind, Target
-from stackprobe.services.tracestore import (
-    StoredSpan,
-    duration_s,
-    flatten_otlp_attributes,
-    raise_for_status,
-    register_checks,
-)
+from stackprobe.services.tracestore import StoredSpan, flatten_otlp_attributes, register_checks
 
-TIMEOUT = 5.0
+LABEL = "tempo"
+
+
+class TempoExpectations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retention: DurationText | None = None  # block_retention must be at least this
 
 
 def _hex(b64: str) -> str:
@@ -87,21 +89,19 @@ class TempoStore:
 
     async def ready(self) -> dict[str, Any]:
         answer = await self.http.get("/ready")
+        refuse_auth(answer)
         if answer.status_code != 200:
             raise CheckFailed(
                 f"GET /ready: expected 200, saw {answer.status_code}: {answer.text.strip()[:200]}"
             )
-        info = await self.http.get("/api/status/buildinfo")
-        raise_for_status(info, "GET /api/status/buildinfo")
-        build = info.json()
+        build = expect_json(await self.http.get("/api/status/buildinfo"), label=LABEL)
         return {"version": build.get("version") or None, "go_version": build.get("goVersion")}
 
     async def get_trace(self, trace_id: str) -> list[StoredSpan] | None:
         answer = await self.http.get(f"/api/v2/traces/{trace_id}")
         if answer.status_code == 404:  # Tempo before 2.7
             return None
-        raise_for_status(answer, f"GET /api/v2/traces/{trace_id}")
-        trace = answer.json().get("trace") or {}
+        trace = expect_json(answer, label=LABEL).get("trace") or {}
         if not trace.get("resourceSpans"):  # 2.7 answers 200 {"trace":{}} when not found
             return None
         return spans_from_otlp_json(trace["resourceSpans"])
@@ -118,28 +118,25 @@ class TempoStore:
             "end": end_s,
             "limit": 50,
         }
-        answer = await self.http.get("/api/search", params=params)
-        raise_for_status(answer, "GET /api/search")
+        found = expect_json(await self.http.get("/api/search", params=params), label=LABEL)
         # Tempo's search writes trace ids without their leading zeros (TraceIDToHexString)
-        return [full_trace_id(t["traceID"]) for t in answer.json().get("traces") or []]
+        return [full_trace_id(t["traceID"]) for t in found.get("traces") or []]
 
     async def service_names(self) -> list[str]:
         answer = await self.http.get("/api/v2/search/tag/resource.service.name/values")
-        raise_for_status(answer, "GET /api/v2/search/tag/resource.service.name/values")
-        return [v["value"] for v in answer.json().get("tagValues") or []]
+        return [v["value"] for v in expect_json(answer, label=LABEL).get("tagValues") or []]
 
     async def retention(self, ctx: CheckContext[Any]) -> str:
-        answer = await self.http.get("/status/config")
-        raise_for_status(answer, "GET /status/config")
+        answer = raise_unless(await self.http.get("/status/config"), label=LABEL)
         value = block_retention(answer.text)
         ctx.evidence["block_retention"] = value
-        expected = ctx.service.expectations.get("retention")
+        expected = ctx.expectations.retention
         if expected is None:
             raise CheckSkipped(
                 f"block_retention is {value}; set expectations.retention to check it"
             )
         ctx.evidence["expected"] = str(expected)
-        if duration_s(value) < duration_s(str(expected)):
+        if parse_duration(value) < parse_duration(expected):
             raise CheckFailed(
                 f"block_retention: expected at least {expected} (expectations.retention), saw {value}"
             )
@@ -159,9 +156,7 @@ async def _version(store: TempoStore) -> str | None:
 
 
 async def _liveness(store: TempoStore) -> None:
-    answer = await store.http.get("/ready")
-    if answer.status_code != 200:
-        raise CheckFailed(f"GET /ready answered {answer.status_code}")
+    raise_unless(await store.http.get("/ready"), label=LABEL)
 
 
 KIND: Kind[TempoStore] = Kind(
@@ -171,6 +166,7 @@ KIND: Kind[TempoStore] = Kind(
     connect=_connect,
     url_schemes=("http", "https"),
     endpoints=("otlp_http", "otlp_grpc"),
+    expectations_model=TempoExpectations,
     links={"collector": "otel-collector"},
     traffic_links=("collector",),
     version=_version,

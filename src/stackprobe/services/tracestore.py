@@ -7,8 +7,6 @@ by id and by search, and compare span by span with what was sent.
 
 from __future__ import annotations
 
-import asyncio
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +17,9 @@ import httpx
 
 from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.http import refuse_auth
+from stackprobe.httpserver import LocalHttpServer
+from stackprobe.httpserver import Request as HttpRequest
+from stackprobe.httpserver import Response as HttpResponse
 from stackprobe.kinds import Kind
 
 PROBE_SERVICE = "stackprobe-probe"
@@ -64,27 +64,6 @@ class TraceStore(Protocol):
     async def retention(self, ctx: CheckContext[Any]) -> str:
         """Compare the store's retention with `expectations`; the message, or CheckFailed/Skipped."""
         ...
-
-
-def raise_for_status(response: httpx.Response, what: str) -> None:
-    """A non-2xx answer becomes a CheckFailed that quotes what the service said (401/403:
-    the check could not run as configured, a ServiceError)."""
-    refuse_auth(response, what)
-    if response.status_code // 100 != 2:
-        body = " ".join(response.text.split())[:200] or "(empty body)"
-        raise CheckFailed(f"{what}: HTTP {response.status_code}: {body}")
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_s(text: str) -> float:
-    """Seconds in a Go-style duration ("168h0m0s", "336h", "14d", "90s")."""
-    parts = _DURATION.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"not a duration: {text!r}")
-    return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
 # --- delivery --------------------------------------------------------------------------------
@@ -203,45 +182,31 @@ class _HopServer:
             spans,
             next_hop,
         )
-        self.server: asyncio.Server | None = None
-        self.url = ""
+        self.server = LocalHttpServer(self._handle)
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/"
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/"
+        await self.server.start()
 
     async def close(self) -> None:
-        if self.server:
-            self.server.close()
-            await self.server.wait_closed()
+        await self.server.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            headers = dict(
-                line.split(": ", 1)
-                for line in head.decode("latin-1").split("\r\n")[1:]
-                if ": " in line
-            )
-            incoming = {k.lower(): v for k, v in headers.items()}.get("traceparent", "")
-            trace_id, parent = otlp.parse_traceparent(incoming)
-            span = otlp.ProbeSpan(
-                trace_id,
-                otlp.new_span_id(),
-                self.operation,
-                self.service,
-                parent,
-                kind=otlp.SPAN_KIND_SERVER,
-            )
-            if self.next_hop:
-                await call(self.next_hop, span, self.spans, f"call {self.next_hop.split(':')[-1]}")
-            self.spans.append(span.finish())
-            status = b"200 OK"
-        except (ValueError, asyncio.IncompleteReadError, httpx.HTTPError):
-            status = b"400 Bad Request"
-        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        writer.close()
+            trace_id, parent = otlp.parse_traceparent(request.headers.get("traceparent", ""))
+        except ValueError:
+            return HttpResponse(400, b"no valid traceparent header")
+        span = otlp.ProbeSpan(
+            trace_id, otlp.new_span_id(), self.operation, self.service, parent,
+            kind=otlp.SPAN_KIND_SERVER,
+        )  # fmt: skip
+        if self.next_hop:
+            await call(self.next_hop, span, self.spans, f"call {self.next_hop.split(':')[-1]}")
+        self.spans.append(span.finish())
+        return HttpResponse(200)
 
 
 async def call(url: str, caller: otlp.ProbeSpan, spans: list[otlp.ProbeSpan], name: str) -> None:
