@@ -29,3 +29,28 @@ def known_kinds() -> dict[str, Kind[Any]]:
 
 def all_checks() -> list[CheckSpec]:
     return [spec for kind in known_kinds().values() for spec in kind.checks]
+
+
+def describe() -> dict[str, Any]:
+    """Every kind with its capabilities and checks, as `stackprobe list --format json` prints it."""
+    return {
+        "kinds": {
+            k.name: {
+                "description": k.description,
+                "capabilities": list(k.capabilities),
+                "checks": [
+                    {
+                        "id": c.id,
+                        "capability": c.capability,
+                        "title": c.title,
+                        "severity": c.severity.value,
+                        "disruptive": c.disruptive,
+                        "exclusive": c.exclusive,
+                        "timeout_s": c.timeout,
+                    }
+                    for c in k.checks
+                ],
+            }
+            for k in known_kinds().values()
+        }
+    }

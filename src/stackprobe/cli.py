@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,12 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from stackprobe import __version__
-from stackprobe.catalog import known_kinds
+from stackprobe.catalog import describe, known_kinds
+from stackprobe.clean import sweep
 from stackprobe.compose.commands import compose_app, discover_command
-from stackprobe.config import Stack, find_stack_file, load_stack
+from stackprobe.config import Stack, find_stack_file
+from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError, StackprobeError
-from stackprobe.explain import explain
-from stackprobe.kinds import Target
+from stackprobe.loader import load_stack
 from stackprobe.progress import LiveProgress
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
@@ -40,7 +40,9 @@ from stackprobe.report.matrix import (
 )
 from stackprobe.results import RunResult
 from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Runner, Selection, make_plan
-from stackprobe.sandbox.manager import Sandbox, state_dir
+from stackprobe.sandbox.manager import Sandbox
+from stackprobe.state import state_dir
+from stackprobe.store import latest_result_path, save_result
 
 EXIT_CODES = """Exit codes: 0 all passed (skips and warnings allowed); 1 a check failed or errored;
 2 usage or config error; 130 interrupted (after cleanups ran)."""
@@ -200,7 +202,7 @@ def run(
             plan, timeout=timeout, deadline=deadline, concurrency=concurrency, progress=progress
         )
         result = asyncio.run(runner.run())
-    saved = save_result(result)
+    saved = _save(result)
     document = RENDERERS[fmt.value](result, _color(output))
     _write(Redactor(stack.secrets()).text(document), output)
     if output is not None or fmt is not Format.text:
@@ -223,34 +225,22 @@ def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> in
     return max(code, 1)
 
 
-def save_result(result: RunResult) -> Path:
-    """Every run is saved under <state dir>/runs/<run_id>.json."""
-    path = state_dir() / "runs" / f"{result.run_id}.json"
+def _save(result: RunResult) -> Path:
+    """Every run is saved in the result store; a failure to save is a warning, not an error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(result.to_json(), encoding="utf-8")
+        return save_result(result)
     except OSError as exc:
         err_console().print(
-            f"warning: could not save the run result to {path}: {exc.strerror}", markup=False
+            f"warning: could not save the run result in {state_dir() / 'runs'}: {exc.strerror}",
+            markup=False,
         )
-    return path
+        return state_dir() / "runs" / f"{result.run_id}.json"
 
 
 class CoverageFormat(StrEnum):
     text = "text"
     json = "json"
     markdown = "markdown"
-
-
-def latest_result() -> Path:
-    """The latest saved run: run ids start with their UTC start time, so names sort by age."""
-    runs = state_dir() / "runs"
-    found = sorted(runs.glob("*.json"), key=lambda p: (p.name[:16], p.stat().st_mtime_ns))
-    if not found:
-        raise ConfigError(
-            f"no saved run in {runs}: run `stackprobe run` first, or pass a RESULT.json"
-        )
-    return found[-1]
 
 
 @app.command()
@@ -284,7 +274,7 @@ def coverage(
     ] = None,
 ) -> int:
     """Print the coverage matrix of a saved run: services x capabilities (passed, failed, error, skipped, not run), percent per service and overall, and what to run to close each gap. Exit 0 printed, 1 coverage below --fail-under, 2 no saved run or the file is not a run result."""
-    result = RunResult.load(result_file or latest_result())
+    result = RunResult.load(result_file or latest_result_path())
     stack_arg = stack_arg_for(result, config)
     if fmt is CoverageFormat.json:
         document = render_matrix_json(result, stack_arg)
@@ -308,32 +298,10 @@ def list_checks(
     fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.text,
 ) -> int:
     """List kinds, their capabilities and every check. Exit 0."""
-    kinds = known_kinds()
     if fmt is ListFormat.json:
-        doc = {
-            "kinds": {
-                k.name: {
-                    "description": k.description,
-                    "capabilities": list(k.capabilities),
-                    "checks": [
-                        {
-                            "id": c.id,
-                            "capability": c.capability,
-                            "title": c.title,
-                            "severity": c.severity.value,
-                            "disruptive": c.disruptive,
-                            "exclusive": c.exclusive,
-                            "timeout_s": c.timeout,
-                        }
-                        for c in k.checks
-                    ],
-                }
-                for k in kinds.values()
-            }
-        }
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(json.dumps(describe(), indent=2) + "\n")
         return 0
-    for k in kinds.values():  # plain lines: grep-able, never truncated
+    for k in known_kinds().values():  # plain lines: grep-able, never truncated
         print(f"{k.name}: {k.description}")
         for cap in k.capabilities:
             print(f"  {cap}")
@@ -359,15 +327,11 @@ def config_check(config: ConfigOpt = None, sandbox: SandboxOpt = False) -> int:
     return 0
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-
-
-def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ConfigError(f"--older-than: {text!r} is not a duration like 90s, 30m, 1h or 2d")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
-    return timedelta(**{unit: float(match[1])})
+def _duration(option: str, text: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 @app.command()
@@ -384,28 +348,20 @@ def clean(
     """Remove what killed runs left behind: names with the stackprobe run prefix older than --older-than. Exit 0 done, 1 a service could not be cleaned, 2 bad config."""
     stack = _stack(config, sandbox)
     stack.require_secrets(list(stack.services))
-    cutoff = datetime.now(UTC) - parse_duration(older_than)
+    cutoff = datetime.now(UTC) - _duration("--older-than", older_than)
     problems = asyncio.run(_clean(stack, cutoff))
     return 1 if problems else 0
 
 
 async def _clean(stack: Stack, cutoff: datetime) -> int:
-    redactor = Redactor(stack.secrets())
     problems = 0
-    for name, svc in stack.services.items():
-        kind = known_kinds()[svc.kind]
-        if kind.sweep is None:
-            continue
-        try:
-            async with asyncio.timeout(60):
-                async with kind.connect(Target(name, svc, stack)) as client:
-                    removed = await kind.sweep(client, Target(name, svc, stack), cutoff)
-        except Exception as exc:  # noqa: BLE001 - reported per service, the others still run
+    for swept in await sweep(stack, cutoff):
+        if swept.problem is not None:
             problems += 1
-            print(redactor.text(f"{name}: could not clean: {explain(exc)}"), file=sys.stderr)
+            print(f"{swept.service}: could not clean: {swept.problem}", file=sys.stderr)
             continue
-        print(f"{name}: removed {len(removed)} leftover(s)")
-        for item in removed:
+        print(f"{swept.service}: removed {len(swept.removed)} leftover(s)")
+        for item in swept.removed:
             print(f"  {item}")
     return problems
 
@@ -463,7 +419,8 @@ def serve(
     stack = _stack(config, sandbox)
     stack.require_secrets(list(stack.services))
     history = History(
-        state_dir() / "monitor" / "history.sqlite", parse_duration(retention).total_seconds()
+        state_dir() / "monitor" / "history.sqlite",
+        _duration("--retention", retention).total_seconds(),
     )
     monitor = Monitor(
         stack,
@@ -472,6 +429,7 @@ def serve(
         interval=interval,
         full_interval=full_interval,
         probe_timeout=probe_timeout,
+        state=state_dir(),
     )
     server = MonitorServer(monitor, host, port, token)
     console = err_console()

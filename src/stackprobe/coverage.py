@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from stackprobe.results import Cell, CheckResult, Coverage, ServiceCoverage
+from stackprobe import __version__
+from stackprobe.results import (
+    Cell,
+    CheckResult,
+    Coverage,
+    RunResult,
+    ServiceCoverage,
+    ServiceInfo,
+    summarize,
+)
 
 NOT_RUN: Cell = "not run"
 _RANK = {"passed": 4, "failed": 3, "error": 2, "skipped": 1, NOT_RUN: 0}
@@ -42,3 +51,33 @@ def compute(
 
 def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def run_result(
+    *,
+    run_id: str,
+    stack: str,
+    started_at: str,
+    services: Mapping[str, tuple[str, tuple[str, ...]]],
+    versions: Mapping[str, str | None],
+    duration_s: float,
+    results: list[CheckResult],
+    interrupted: bool = False,
+) -> RunResult:
+    """The one way a RunResult is put together (runner and pytest plugin): summary and coverage
+    computed from the results, every service with its kind and version."""
+    return RunResult(
+        stackprobe=__version__,
+        run_id=run_id,
+        stack=stack,
+        started_at=started_at,
+        services={
+            name: ServiceInfo(kind=kind, version=versions.get(name))
+            for name, (kind, _) in services.items()
+        },
+        duration_s=duration_s,
+        summary=summarize(results),
+        results=results,
+        coverage=compute(services, results),
+        interrupted=interrupted,
+    )

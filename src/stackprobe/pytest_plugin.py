@@ -35,24 +35,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import httpx
 import pytest
-import redis as sync_redis
 
-from stackprobe import __version__
 from stackprobe.catalog import known_kinds
 from stackprobe.check import CheckContext, CheckSpec, Outcome, Severity
-from stackprobe.config import Stack, find_stack_file, load_stack
-from stackprobe.coverage import compute as compute_coverage
+from stackprobe.config import Stack, find_stack_file
+from stackprobe.connect import CONNECT_TIMEOUT, Opened, probe
+from stackprobe.connect import open_service as open_async
+from stackprobe.coverage import run_result
 from stackprobe.errors import ConfigError, ServiceError
 from stackprobe.explain import explain
+from stackprobe.http import client_settings
 from stackprobe.ids import namespace, new_run_id
-from stackprobe.kinds import Kind, Target
+from stackprobe.loader import load_stack
 from stackprobe.redact import Redactor
 from stackprobe.report.matrix import render_matrix_text
-from stackprobe.results import CheckResult, RunResult, ServiceInfo, summarize
+from stackprobe.results import CheckResult, RunResult
 from stackprobe.runner import Plan, PlanItem, Runner, Selection, lock_names, make_plan
 from stackprobe.sandbox.manager import Sandbox
 
@@ -60,9 +61,7 @@ T = TypeVar("T")
 ClientT = TypeVar("ClientT")
 
 MARKER = "stackprobe"
-CONNECT_TIMEOUT = 10.0
 CLEANUP_TIMEOUT = 5.0
-HTTP_TIMEOUT = 5.0
 # fixture name -> the kinds that can serve it
 FIXTURE_KINDS: dict[str, tuple[str, ...]] = {
     "redis_client": ("redis",),
@@ -121,24 +120,18 @@ class _State:
         if not self.results or not self.services:
             return None
         kinds = known_kinds()
-        services = {
-            name: (kind, kinds[kind].capabilities)
-            for name, kind in self.services.items()
-            if kind in kinds
-        }
-        return RunResult(
-            stackprobe=__version__,
+        return run_result(
             run_id=self.run_id,
             stack=self.stack_name or "stack",
             started_at=self.started_at.isoformat(timespec="seconds"),
             services={
-                name: ServiceInfo(kind=kind, version=self.versions.get(name))
-                for name, (kind, _) in services.items()
+                name: (kind, kinds[kind].capabilities)
+                for name, kind in self.services.items()
+                if kind in kinds
             },
+            versions=self.versions,
             duration_s=round(time.monotonic() - self.t0, 3),
-            summary=summarize(self.results),
             results=self.results,
-            coverage=compute_coverage(services, self.results),
         )
 
     def payload(self, results: list[CheckResult]) -> dict[str, Any]:
@@ -567,11 +560,16 @@ def stackprobe_stack(request: pytest.FixtureRequest, stackprobe_stack_file: Path
 class ServiceHandle(CheckContext[ClientT]):
     """One service of the stack, for one test: the kind's own client, a run-unique namespace
     (`ns`, `name(suffix)`), cleanups that always run (`cleanup(fn)`), and a private event loop
-    to await the client on (`run(awaitable)`), since tests are synchronous.
+    to await the async client on (`run(awaitable)`), since tests are synchronous.
+
+    `client` is the kind's blocking client where it has one (Redis: a plain `redis.Redis`),
+    else its async client; `aclient` is always the async client the checks use.
     """
 
     kind: str = ""
     loop: asyncio.AbstractEventLoop | None = None
+    aclient: Any = None
+    opened: Opened[Any] | None = None
     _http: httpx.Client | None = None
 
     def run(self, awaitable: Awaitable[T], timeout: float = 30.0) -> T:
@@ -598,37 +596,25 @@ class ServiceHandle(CheckContext[ClientT]):
             pytest.skip(f"{self.service_name} ({self.kind}) has no endpoints.{name}")
         return value
 
+    def key(self, suffix: str) -> str:
+        """A run-unique name, deleted after the test whatever its outcome."""
+        sync = self.opened.kind.sync if self.opened else None
+        if sync is None or sync.delete is None:
+            raise TypeError(f"{self.kind} handles cannot delete names: use name() and cleanup()")
+        name, delete, client = self.name(suffix), sync.delete, self.client
+        self.cleanup(lambda: delete(client, name), f"delete {name}")
+        return name
+
     @cached_property
     def http(self) -> httpx.Client:
         """A bounded sync HTTP client on `url` with the configured credentials."""
-        headers = {"Authorization": f"Bearer {self.service.token}"} if self.service.token else {}
-        auth = (
-            (
-                self.service.username or known_kinds()[self.service.kind].default_username or "",
-                self.service.password,
-            )
-            if self.service.password is not None
-            else None
-        )
-        self._http = httpx.Client(
-            base_url=self.service.url or "", timeout=HTTP_TIMEOUT, headers=headers, auth=auth
-        )
+        default_user = self.opened.kind.default_username if self.opened else None
+        self._http = httpx.Client(**client_settings(self.service, default_user=default_user))
         return self._http
 
 
-@dataclass
-class RedisHandle(ServiceHandle[sync_redis.Redis]):
-    """`client` is a sync `redis.Redis`; `aclient` the kind's own async client (use `run`).
-    Every key named with `key(suffix)` is deleted after the test.
-    """
-
-    aclient: Any = None
-
-    def key(self, suffix: str) -> str:
-        """A run-unique key name, deleted after the test whatever its outcome."""
-        name = self.name(suffix)
-        self.cleanup(lambda: self.client.delete(name), f"delete {name}")
-        return name
+# a Redis handle: `client` is a plain redis.Redis, `key()` works
+RedisHandle: TypeAlias = ServiceHandle[Any]
 
 
 def _pick_service(request: pytest.FixtureRequest, stack: Stack, fixture: str) -> str:
@@ -662,66 +648,59 @@ def _pick_service(request: pytest.FixtureRequest, stack: Stack, fixture: str) ->
 def open_service(
     stack: Stack, name: str, run_id: str | None = None
 ) -> Iterator[ServiceHandle[Any]]:
-    """One service of `stack` as a handle: connected with its kind's `connect()`, proven alive
-    with its `liveness()`, cleanups run and everything closed on exit. A service that cannot
-    be used raises ServiceError with a one-line, redacted cause.
+    """One service of `stack` as a handle: opened with stackprobe.connect (the kind's
+    `connect()`), proven alive with its liveness probe, cleanups run and everything closed on
+    exit. A service that cannot be used raises ServiceError with a one-line, redacted cause.
 
         with open_service(stack, "discovery") as consul:
             assert consul.http.get("/v1/status/leader").json()
     """
-    svc = stack.service(name)
-    kind: Kind[Any] = known_kinds()[svc.kind]
     stack.require_secrets([name])
     run_id = run_id or new_run_id()
     redactor = Redactor(stack.secrets())
     loop = asyncio.new_event_loop()
     exits = AsyncExitStack()
+    sync_exits = contextlib.ExitStack()
     handle: ServiceHandle[Any] | None = None
     problems: list[str] = []
+    svc = stack.service(name)
     try:
 
-        async def connect() -> Any:
+        async def connect() -> Opened[Any]:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                client = await exits.enter_async_context(kind.connect(Target(name, svc, stack)))
-                if kind.liveness is not None:
-                    await kind.liveness(client)
-                return client
+                opened = await exits.enter_async_context(open_async(stack, name))
+                await probe(opened)
+                return opened
 
         unusable = ""
         try:
-            client = loop.run_until_complete(connect())
+            opened = loop.run_until_complete(connect())
         except Exception as exc:  # noqa: BLE001 - becomes one line for a person
             unusable = redactor.text(f"{name} ({svc.kind}) is not usable: {explain(exc)}")
         if unusable:  # raised outside the except block: no chained tracebacks
             raise ServiceError(unusable)
-        common: dict[str, Any] = {
-            "service_name": name,
-            "service": svc,
-            "stack": stack,
-            "ns": f"{namespace(run_id)}{secrets.token_hex(3)}-",
-            "run_id": run_id,
-            "kind": svc.kind,
-            "loop": loop,
-        }
-        if svc.kind == "redis":
-            sync_client = sync_redis.Redis.from_url(
-                svc.url or "",
-                username=svc.username,
-                password=svc.password,
-                socket_timeout=5,
-                socket_connect_timeout=3,
-            )
-            handle = RedisHandle(client=sync_client, aclient=client, **common)
-        else:
-            handle = ServiceHandle(client=client, **common)
+        sync = opened.kind.sync
+        handle = ServiceHandle(
+            client=sync_exits.enter_context(sync.open(opened.target)) if sync else opened.client,
+            service_name=name,
+            service=svc,
+            stack=stack,
+            ns=f"{namespace(run_id)}{secrets.token_hex(3)}-",
+            run_id=run_id,
+            options=opened.target.options,
+            expectations=opened.target.expectations,
+            kind=svc.kind,
+            loop=loop,
+            aclient=opened.client,
+            opened=opened,
+        )
         yield handle
     finally:
         if handle is not None:
             problems = loop.run_until_complete(handle.run_cleanups(CLEANUP_TIMEOUT))
-            if isinstance(handle, RedisHandle):
-                handle.client.close()
             if handle._http is not None:
                 handle._http.close()
+        sync_exits.close()
         loop.run_until_complete(exits.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

@@ -17,23 +17,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from stackprobe import __version__
 from stackprobe.catalog import known_kinds
-from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, CheckSpec, Outcome
+from stackprobe.check import CheckContext, CheckFailed, CheckFn, CheckSpec, Outcome
 from stackprobe.config import Stack
-from stackprobe.coverage import compute as compute_coverage
-from stackprobe.errors import ConfigError
+from stackprobe.connect import LIVENESS_TIMEOUT, Services, liveness_cause, probe, version
+from stackprobe.coverage import run_result
+from stackprobe.errors import ConfigError, outcome_of
 from stackprobe.explain import explain
 from stackprobe.ids import new_run_id, service_namespace
-from stackprobe.kinds import Kind, Target
+from stackprobe.kinds import Kind
+from stackprobe.loader import typed_of
 from stackprobe.redact import Redactor
-from stackprobe.results import CheckResult, RunResult, ServiceInfo, summarize
+from stackprobe.results import CheckResult, RunResult
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_DEADLINE = 300.0
 DEFAULT_CONCURRENCY = 16
 CLEANUP_TIMEOUT = 5.0
-VERSION_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,8 @@ class Runner:
     progress: Progress = field(default_factory=_NoProgress)
     run_id: str = field(default_factory=new_run_id)
     kinds: Mapping[str, Kind[Any]] | None = None  # the catalog unless a test brings its own
+    services: Services | None = None  # open services to use (the monitor keeps its own)
+    liveness_timeout: float = LIVENESS_TIMEOUT
     _stop_reason: str | None = None
     _results: dict[int, CheckResult] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
@@ -223,19 +225,14 @@ class Runner:
                 )
         results = [self._results[i] for i in range(len(self.plan.items))]
         results += [self._skipped(item, reason) for item, reason in self.plan.skipped]
-        return RunResult(
-            stackprobe=__version__,
+        return run_result(
             run_id=self.run_id,
             stack=self.plan.stack.name,
             started_at=started_at.isoformat(timespec="seconds"),
-            services={
-                name: ServiceInfo(kind=kind, version=self._versions.get(name))
-                for name, (kind, _) in self.plan.services.items()
-            },
+            services=self.plan.services,
+            versions=self._versions,
             duration_s=round(time.monotonic() - t0, 3),
-            summary=summarize(results),
             results=results,
-            coverage=compute_coverage(self.plan.services, results),
             interrupted=interrupted,
         )
 
@@ -251,12 +248,11 @@ class Runner:
         sem = asyncio.Semaphore(max(1, self.concurrency))
         locks: dict[str, _ServiceLock] = defaultdict(_ServiceLock)
         async with AsyncExitStack() as exits:
-            await asyncio.gather(
-                *(
-                    self._connect(name, kind, exits)
-                    for name, (kind, _) in self.plan.services.items()
+            if self.services is None:
+                self.services = await exits.enter_async_context(
+                    Services(self.plan.stack, self._kinds)
                 )
-            )
+            await asyncio.gather(*(self._connect(name) for name in self.plan.services))
             items = list(enumerate(self.plan.items))
             ordinary = [(i, it) for i, it in items if not it.spec.disruptive]
             tasks = [
@@ -275,26 +271,25 @@ class Runner:
                 await asyncio.gather(*tasks, return_exceptions=True)  # their cleanups run
                 raise
 
-    async def _connect(self, name: str, kind_name: str, exits: AsyncExitStack) -> None:
-        """Open the service's client; a failure becomes the error of each of its checks."""
-        kind = self._kinds[kind_name]
-        target = Target(name, self.plan.stack.service(name), self.plan.stack)
+    async def _connect(self, name: str) -> None:
+        """Open the service and probe its liveness once: a service that cannot be opened, does
+        not answer in time, or refuses the credentials gets every check `error` with that one
+        cause (one wait per service, not one per check)."""
+        assert self.services is not None
         try:
-            async with asyncio.timeout(DEFAULT_TIMEOUT):
-                self._clients[name] = await exits.enter_async_context(kind.connect(target))
+            opened = await self.services.open(name)
         except Exception as exc:  # noqa: BLE001 - becomes the error result of every check
-            self._connect_errors[name] = self._redactor.text(f"cannot connect: {explain(exc)}")
+            self._connect_errors[name] = self._redactor.text(explain(exc))
             return
-        self._versions[name] = await self._version(kind, self._clients[name])
-
-    async def _version(self, kind: Kind[Any], client: Any) -> str | None:
-        if kind.version is None:
-            return None
         try:
-            async with asyncio.timeout(VERSION_TIMEOUT):
-                return await kind.version(client)
-        except Exception:  # noqa: BLE001 - an unknown version is reported as null
-            return None
+            await probe(opened, self.liveness_timeout)
+        except Exception as exc:  # noqa: BLE001 - a service that answered wrongly runs its checks
+            gate, cause = liveness_cause(exc, self.liveness_timeout)
+            if gate and opened.kind.liveness_gates:
+                self._connect_errors[name] = self._redactor.text(cause)
+                return
+        self._clients[name] = opened.client
+        self._versions[name] = await version(opened)
 
     def _holds(
         self, item: PlanItem, locks: dict[str, _ServiceLock]
@@ -328,6 +323,7 @@ class Runner:
                     acquired.append((lock, exclusive))
                 self.progress.check_started(item)
                 started = time.monotonic()
+                typed = typed_of(self.plan.stack, item.service, self._kinds[spec.kind])
                 ctx = CheckContext(
                     client=self._clients[item.service],
                     service_name=item.service,
@@ -335,8 +331,11 @@ class Runner:
                     stack=self.plan.stack,
                     ns=service_namespace(self.run_id, item.service),
                     run_id=self.run_id,
+                    options=typed.options,
+                    expectations=typed.expectations,
+                    services=self.services,
                 )
-                outcome, message = await self._call(spec, ctx, timeout)
+                outcome, message = await call_check(spec.fn, ctx, timeout)
         except asyncio.CancelledError:
             reason = self._stop_reason or "interrupted"
             when = "while running" if ctx is not None else "before it started"
@@ -358,25 +357,6 @@ class Runner:
                     await lock.release(exclusive)
             finally:
                 self._finish(index, item, outcome, message, evidence, started)
-
-    async def _call(
-        self, spec: CheckSpec, ctx: CheckContext[Any], timeout: float
-    ) -> tuple[Outcome, str]:
-        try:
-            async with asyncio.timeout(timeout) as scope:
-                message = await spec.fn(ctx)
-            return Outcome.PASSED, message or ""
-        except CheckFailed as exc:
-            ctx.evidence.update(exc.evidence)
-            return Outcome.FAILED, str(exc)
-        except CheckSkipped as exc:
-            return Outcome.SKIPPED, str(exc)
-        except TimeoutError as exc:
-            if scope.expired():
-                return Outcome.ERROR, f"timed out after {timeout:g} s"
-            return Outcome.ERROR, explain(exc)
-        except Exception as exc:  # noqa: BLE001 - a broken check or service is this check's error
-            return Outcome.ERROR, explain(exc)
 
     def _finish(
         self,
@@ -411,6 +391,23 @@ class Runner:
             message=self._redactor.text(" ".join(message.split())),
             evidence=self._redactor.data(_jsonable(evidence)),
         )
+
+
+async def call_check(fn: CheckFn, ctx: CheckContext[Any], timeout: float) -> tuple[Outcome, str]:
+    """Run one check function bounded by `timeout`: (outcome, message) by the rules of
+    errors.outcome_of; a check's CheckFailed evidence joins ctx.evidence."""
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            message = await fn(ctx)
+        return Outcome.PASSED, message or ""
+    except TimeoutError as exc:
+        if scope.expired():
+            return Outcome.ERROR, f"timed out after {timeout:g} s"
+        return Outcome.ERROR, explain(exc)
+    except Exception as exc:  # noqa: BLE001 - a broken check or service is this check's result
+        if isinstance(exc, CheckFailed):
+            ctx.evidence.update(exc.evidence)
+        return outcome_of(exc), explain(exc)
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@ the worker, and bring both back after `sandbox up`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -80,7 +81,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 
 def test_api_metrics_and_health_on_the_sandbox(
-    sandbox: RunningSandbox, serve: Callable[..., Served]
+    sandbox: RunningSandbox, serve: Callable[..., Served], tmp_path: Path
 ) -> None:
     served = serve(sandbox.sandbox.stack_file, "--full-interval", "3600")
     wait_until(lambda: served.get("/api/status").json()["all_up"], 10, "every sandbox service up")
@@ -91,6 +92,14 @@ def test_api_metrics_and_health_on_the_sandbox(
     wait_until(lambda: served.get("/api/runs/latest").status_code == 200, 120, "first full run")
     run = served.get("/api/runs/latest").json()
     assert run["schema_version"] == 1 and run["results"]
+    # the monitor's full run is saved like `stackprobe run`'s: `coverage` reads the same run
+    coverage = subprocess.run(
+        [sys.executable, "-m", "stackprobe", "coverage", "--format", "json"],
+        env={**os.environ, "STACKPROBE_STATE_DIR": str(tmp_path / "state")},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(coverage.stdout)["run_id"] == run["run_id"]
+    assert run["coverage"]["services"]["stack"]["capabilities"]["service-health"] == "passed"
     assert not [r for r in run["results"] if r["disruptive"] and r["outcome"] != "skipped"]
     metrics = served.get("/metrics").text
     for family in (

@@ -367,3 +367,107 @@ def test_disruptive_checks_run_after_the_others_and_alone() -> None:
     result = h.run()
     assert all(r.outcome is Outcome.PASSED for r in result.results)
     assert timeline[-1] == ("restart", 1)  # last, and nothing else was running
+
+
+class LivenessHarness(Harness):
+    """The fake kind with a liveness probe that does what the test says."""
+
+    def __init__(self, liveness: Callable[[str], Awaitable[None]], *, gates: bool = True) -> None:
+        super().__init__()
+        self.kind.liveness = liveness
+        self.kind.liveness_gates = gates
+
+
+def test_a_hung_service_errors_every_check_at_once_within_the_liveness_budget() -> None:
+    async def hangs(client: str) -> None:
+        await asyncio.sleep(60)
+
+    h = LivenessHarness(hangs)
+    ran: list[str] = []
+
+    async def check(ctx: CheckContext[Any]) -> None:
+        ran.append("ran")
+
+    for name in ("one", "two", "three"):
+        check.__name__ = name
+        h.add(check)
+    started = time.monotonic()
+    result = h.run(timeout=10, liveness_timeout=0.3)
+    assert time.monotonic() - started < 2  # one wait for the service, not one per check
+    assert ran == []
+    assert {(r.outcome, r.message) for r in result.results} == {
+        (Outcome.ERROR, "no answer within 0.3 s (liveness probe)")
+    }
+
+
+def test_a_service_that_answers_wrongly_still_runs_its_checks() -> None:
+    async def no_leader(client: str) -> None:
+        raise CheckFailed("no cluster leader")
+
+    h = LivenessHarness(no_leader)
+
+    async def leader(ctx: CheckContext[Any]) -> None:
+        raise CheckFailed("leader: expected one, saw none")
+
+    h.add(leader)
+    (r,) = h.run().results
+    assert (r.outcome, r.message) == (Outcome.FAILED, "leader: expected one, saw none")
+
+
+def test_a_client_that_fails_to_close_never_fails_the_run() -> None:
+    from stackprobe.connect import open_service
+
+    h = Harness()
+
+    @asynccontextmanager
+    async def connect(target: Target) -> AsyncIterator[str]:
+        yield "client"
+        raise ConnectionError("cannot say goodbye to a dead server")
+
+    h.kind.connect = connect
+
+    async def fine(ctx: CheckContext[Any]) -> str:
+        return "ok"
+
+    h.add(fine)
+    assert h.run().results[0].outcome is Outcome.PASSED
+
+    async def open_and_close() -> str:
+        async with open_service(h.stack, "svc", kinds={"fake": h.kind}) as opened:
+            return str(opened.client)
+
+    assert asyncio.run(open_and_close()) == "client"
+
+
+def test_services_open_each_service_once_and_share_a_failure() -> None:
+    from stackprobe.connect import Services, Unusable
+
+    opened: list[str] = []
+    h = Harness()
+
+    @asynccontextmanager
+    async def connect(target: Target) -> AsyncIterator[str]:
+        opened.append(target.name)
+        await asyncio.sleep(0.05)
+        yield f"client-{len(opened)}"
+
+    h.kind.connect = connect
+
+    async def scenario() -> list[str]:
+        async with Services(h.stack, {"fake": h.kind}) as services:
+            return list(await asyncio.gather(*(services.client("svc") for _ in range(5))))
+
+    assert asyncio.run(scenario()) == ["client-1"] * 5 and opened == ["svc"]
+    h2 = Harness(connect_error=OSError("refused"))
+
+    async def failing() -> list[str]:
+        async with Services(h2.stack, {"fake": h2.kind}) as services:
+            outcomes = []
+            for _ in range(2):
+                try:
+                    await services.client("svc")
+                except Unusable as exc:
+                    outcomes.append(str(exc))
+            return outcomes
+
+    assert asyncio.run(failing()) == ["cannot connect: OSError: refused"] * 2

@@ -7,20 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from stackprobe.catalog import known_kinds
 from stackprobe.check import Outcome
 from stackprobe.config import Stack
+from stackprobe.connect import Services
 from stackprobe.explain import explain
-from stackprobe.kinds import Kind, Target
+from stackprobe.kinds import Kind
 from stackprobe.monitor.history import History
 from stackprobe.monitor.state import Policy, ServiceStatus, Tracker, evaluate
 from stackprobe.redact import Redactor
 from stackprobe.results import RunResult
 from stackprobe.runner import Runner, Selection, make_plan
+from stackprobe.store import save_result
 
 SPARKLINE_POINTS = 60
 
@@ -35,6 +37,7 @@ class Monitor:
     probe_timeout: float = 0.5
     kinds: dict[str, Kind[Any]] = field(default_factory=known_kinds)
     latest_run: RunResult | None = None
+    state: Path | None = None  # full runs go to this state dir's run store, as `run`'s do
     ready: bool = False
     rounds: int = 0
 
@@ -42,35 +45,22 @@ class Monitor:
         now = time.time()
         self.trackers = {name: Tracker(self.policy, started_at=now) for name in self.stack.services}
         self.redactor = Redactor(self.stack.secrets())
-        self._clients: dict[str, Any] = {}
-        self._exits = AsyncExitStack()
+        # one client per service for the monitor's lifetime (clients reconnect by themselves)
+        self.services = Services(self.stack, self.kinds)
 
     # --- probing -----------------------------------------------------------------------------
 
-    async def _client(self, name: str) -> Any:
-        """One client per service for the monitor's lifetime (clients reconnect by themselves)."""
-        if name not in self._clients:
-            svc = self.stack.service(name)
-            kind = self.kinds[svc.kind]
-            self._clients[name] = await self._exits.enter_async_context(
-                kind.connect(Target(name, svc, self.stack))
-            )
-        return self._clients[name]
-
     async def probe(self, name: str) -> tuple[bool, float | None, str]:
         """(ok, latency in ms, one-line error) of one liveness probe, bounded by probe_timeout."""
-        kind = self.kinds[self.stack.service(name).kind]
-        started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.probe_timeout):
-                client = await self._client(name)
-                if kind.liveness is not None:
-                    await kind.liveness(client)
+            took = await self.services.probe(name, self.probe_timeout)
         except TimeoutError:
+            self.services.forget(name)  # an open cut short by the timeout is tried again
             return False, None, f"no answer within {self.probe_timeout:g} s"
         except Exception as exc:  # noqa: BLE001 - any failure is a failed probe with its cause
+            self.services.forget(name)
             return False, None, self.redactor.text(explain(exc))
-        return True, round((time.perf_counter() - started) * 1000, 3), ""
+        return True, round(took * 1000, 3), ""
 
     async def probe_round(self) -> None:
         names = list(self.stack.services)
@@ -91,6 +81,9 @@ class Monitor:
         result = await Runner(plan, kinds=self.kinds).run()
         self.latest_run = result
         self.history.record_run(result.run_id, result.to_json())
+        if self.state is not None:
+            with contextlib.suppress(OSError):  # the history keeps it; the store serves `coverage`
+                await asyncio.to_thread(save_result, result, self.state)
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -114,7 +107,7 @@ class Monitor:
         try:
             await asyncio.gather(probing(), full_runs())
         finally:
-            await self._exits.aclose()
+            await self.services.aclose()
 
     # --- what the API and page show --------------------------------------------------------
 
