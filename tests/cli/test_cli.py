@@ -91,6 +91,11 @@ def test_run_json_on_the_sandbox_passes_every_redis_capability(
     assert cache["percent"] == 100.0
     assert set(cache["capabilities"].values()) == {"passed"} and len(cache["capabilities"]) == 6
     assert (sandbox.state_dir / "runs" / f"{doc['run_id']}.json").is_file()
+    stack = doc["coverage"]["services"]["stack"]  # the stack-level row, on for the sandbox
+    assert stack["kind"] == "stack"
+    assert (
+        stack["capabilities"]["service-health"] == stack["capabilities"]["dependencies"] == "passed"
+    )
 
 
 def test_run_text_and_junit_output(cli: CliRunner, sandbox: RunningSandbox, tmp_path: Path) -> None:

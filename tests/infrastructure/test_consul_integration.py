@@ -11,7 +11,7 @@ import base64
 import pytest
 
 from stackprobe.pytest_plugin import ServiceHandle
-from tests.infrastructure.helpers import wait_for
+from stackprobe.testing import eventually
 
 
 def register(consul: ServiceHandle[object], port: int = 8080) -> str:
@@ -56,9 +56,9 @@ def test_health_follows_the_ttl_check(consul_client: ServiceHandle[object]) -> N
 
     assert passing() == []  # a new TTL check starts critical
     consul_client.http.put(f"/v1/agent/check/pass/service:{service_id}").raise_for_status()
-    wait_for(lambda: True if passing() == [service_id] else None, 5, "passing after check/pass")
+    eventually(lambda: True if passing() == [service_id] else None, 5, "passing after check/pass")
     consul_client.http.put(f"/v1/agent/check/fail/service:{service_id}").raise_for_status()
-    wait_for(lambda: True if passing() == [] else None, 5, "not passing after check/fail")
+    eventually(lambda: True if passing() == [] else None, 5, "not passing after check/fail")
 
 
 @pytest.mark.stackprobe(kind="consul", capability="kv")

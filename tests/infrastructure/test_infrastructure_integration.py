@@ -15,7 +15,7 @@ from celery import Celery
 
 from stackprobe.config import Stack
 from stackprobe.pytest_plugin import RedisHandle, ServiceHandle
-from tests.infrastructure.helpers import Span, fetch_trace, new_trace_id, otlp_traces, wait_for
+from stackprobe.testing import Span, eventually, fetch_trace, new_trace_id, otlp_traces
 
 
 @pytest.mark.stackprobe(kind="redis", capability="celery-queue")
@@ -55,7 +55,7 @@ def test_a_checkout_flows_through_cache_queue_and_tracing(
         spans = fetch_trace(trace_store, trace_id)
         return spans if spans and len(spans) == 2 else None
 
-    spans = wait_for(joined, 20, "the checkout trace with both tiers")
+    spans = eventually(joined, 20, "the checkout trace with both tiers")
     assert {s.service for s in spans} == {web.service, task.service}
 
 

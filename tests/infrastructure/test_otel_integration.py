@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from stackprobe.pytest_plugin import ServiceHandle
-from tests.infrastructure.helpers import (
+from stackprobe.testing import (
     Span,
+    eventually,
     fetch_trace,
     new_trace_id,
     otlp_gauge,
     otlp_traces,
-    wait_for,
 )
 
 
@@ -46,7 +46,7 @@ def test_spans_sent_to_the_collector_reach_the_trace_store(
         f"{otel_collector.endpoint('otlp_http')}/v1/traces", json=otlp_traces(trace_id, [span])
     )
     assert answer.status_code == 200, answer.text
-    spans = wait_for(lambda: fetch_trace(trace_store, trace_id), 20, "trace via the collector")
+    spans = eventually(lambda: fetch_trace(trace_store, trace_id), 20, "trace via the collector")
     assert spans == [span]
 
 
@@ -64,7 +64,7 @@ def test_a_metric_sent_is_exposed_by_the_collector(otel_collector: ServiceHandle
         lines = [line for line in text.splitlines() if line.startswith(name)]
         return lines or None
 
-    (line,) = wait_for(exposed, 10, f"{name} on the collector's Prometheus exporter")
+    (line,) = eventually(exposed, 10, f"{name} on the collector's Prometheus exporter")
     assert float(line.rsplit(" ", 1)[1]) == value
 
 
@@ -83,7 +83,7 @@ def test_a_metric_sent_to_the_collector_is_queryable_in_prometheus(
         answer = prometheus_api.http.get("/api/v1/query", params={"query": name}).json()
         return answer["data"]["result"] or None
 
-    (series,) = wait_for(queried, 30, f"{name} in Prometheus")
+    (series,) = eventually(queried, 30, f"{name} in Prometheus")
     assert float(series["value"][1]) == value
 
 
@@ -123,7 +123,7 @@ def test_spans_become_request_metrics_of_the_same_service(
         values = [float(r["value"][1]) for r in result["data"]["result"]]
         return values[0] if values and values[0] >= len(spans) else None
 
-    assert wait_for(calls, 30, f"span metrics of {service} in Prometheus") == len(spans)
+    assert eventually(calls, 30, f"span metrics of {service} in Prometheus") == len(spans)
 
 
 @pytest.mark.stackprobe(kind="prometheus", capability="health")

@@ -15,7 +15,7 @@ from celery import Celery
 
 from stackprobe.config import Stack
 from stackprobe.pytest_plugin import RedisHandle
-from tests.infrastructure.helpers import wait_for
+from stackprobe.testing import eventually
 
 
 @pytest.mark.stackprobe(kind="redis", capability="connectivity")
@@ -37,7 +37,7 @@ def test_values_read_back_and_ttls_expire(redis_client: RedisHandle) -> None:
     assert r.hgetall(profile) == {b"name": b"Ada", b"visits": b"3"}
     r.set(short, "x", px=150)
     assert 0 < r.pttl(short) <= 150
-    wait_for(
+    eventually(
         lambda: True if not r.exists(short) else None, timeout=3, what="expiry of a 150 ms key"
     )
 
@@ -53,7 +53,9 @@ def test_session_slides_on_access_and_ends_when_idle(redis_client: RedisHandle) 
     r.pexpire(session, 600)  # the application slides the session on every request
     time.sleep(0.4)  # 0.8 s after login: alive only because access extended it
     assert r.exists(session) == 1
-    wait_for(lambda: True if not r.exists(session) else None, timeout=3, what="idle session expiry")
+    eventually(
+        lambda: True if not r.exists(session) else None, timeout=3, what="idle session expiry"
+    )
 
 
 @pytest.mark.stackprobe(kind="redis", capability="celery-queue")
@@ -81,13 +83,13 @@ def test_invalidation_message_reaches_another_connection(redis_client: RedisHand
     r = redis_client.client
     entry, channel = redis_client.key("cache-entry"), redis_client.name("invalidate")
     r.set(entry, "stale", px=60_000)
-    listener = r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    listener = r.pubsub(ignore_subscribe_messages=True)
     redis_client.cleanup(listener.close)
     listener.subscribe(channel)
-    wait_for(lambda: True if r.pubsub_numsub(channel)[0][1] == 1 else None, 3, "subscription")
+    eventually(lambda: True if r.pubsub_numsub(channel)[0][1] == 1 else None, 3, "subscription")
     r.delete(entry)
     assert r.publish(channel, entry) == 1
-    message = wait_for(lambda: listener.get_message(timeout=0.1), 3, "invalidation message")
+    message = eventually(lambda: listener.get_message(timeout=0.1), 3, "invalidation message")
     assert message["data"] == entry.encode()
     assert r.get(entry) is None
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stackprobe.pytest_plugin import ServiceHandle
-from tests.infrastructure.helpers import Span, fetch_trace, new_trace_id, otlp_traces, wait_for
+from stackprobe.testing import Span, eventually, fetch_trace, new_trace_id, otlp_traces
 
 VISIBLE_WITHIN_S = 20  # Tempo searches blocks after its idle period; Jaeger is near-immediate
 
@@ -42,7 +42,7 @@ def test_a_trace_sent_is_the_trace_read_back(trace_store: ServiceHandle[Any]) ->
     span = Span(trace_store.name("checkout"), "GET /cart", secrets.token_hex(8), None)
     sent = time.monotonic()
     send(trace_store, trace_id, [span])
-    spans = wait_for(lambda: fetch_trace(trace_store, trace_id), VISIBLE_WITHIN_S, "trace by id")
+    spans = eventually(lambda: fetch_trace(trace_store, trace_id), VISIBLE_WITHIN_S, "trace by id")
     assert spans == [span]
     assert time.monotonic() - sent < VISIBLE_WITHIN_S
 
@@ -59,7 +59,7 @@ def test_spans_of_two_services_join_into_one_trace(trace_store: ServiceHandle[An
         spans = fetch_trace(trace_store, trace_id)
         return spans if spans and len(spans) == 2 else None
 
-    spans = wait_for(both, VISIBLE_WITHIN_S, "both spans of the trace")
+    spans = eventually(both, VISIBLE_WITHIN_S, "both spans of the trace")
     by_service = {s.service: s for s in spans}
     assert by_service[child.service].parent_id == parent.span_id
     assert by_service[parent.service].parent_id is None
@@ -82,4 +82,4 @@ def test_traces_are_found_by_service(trace_store: ServiceHandle[Any]) -> None:
             ids = [t["traceID"].rjust(32, "0") for t in answer.json().get("traces", [])]
         return ids or None
 
-    assert wait_for(found, VISIBLE_WITHIN_S, f"a trace of {service}") == [trace_id]
+    assert eventually(found, VISIBLE_WITHIN_S, f"a trace of {service}") == [trace_id]

@@ -2,6 +2,11 @@
 
 A process is ours when its pid file names it and its start time still matches: `down` never
 signals a process that merely reuses an old pid, and `up` never starts a second copy.
+
+`Sandbox.process(service)` is the public process API fault injectors use: the component that
+runs a stack service, its pid, and stop / kill -9 / SIGSTOP / SIGCONT / start / restart, each
+waiting (by polling) until the process is gone or ready again. Stopping and starting keeps the
+component's ports, data dir and the sandbox's stack file.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import yaml
 from stackprobe.errors import ConfigError, MissingBinaryError, SandboxError
 from stackprobe.sandbox.component import Component, Layout
 from stackprobe.sandbox.components import all_components
+from stackprobe.state import state_dir
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -30,10 +36,6 @@ LOG_TAIL_LINES = 8
 # Popen objects of services started by this process: kept so that they are not collected
 # (and warned about) while the service runs on after us.
 _CHILDREN: list[subprocess.Popen[bytes]] = []
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("STACKPROBE_STATE_DIR") or ".stackprobe")
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,17 @@ class Sandbox:
     def _pid_file(self, comp: Component) -> Path:
         return self.root / comp.name / "pid"
 
-    def _pid(self, comp: Component) -> int | None:
+    def pid_of(self, comp: Component) -> int | None:
         """The pid of our running process for `comp`, or None."""
         try:
             pid_s, start_s = self._pid_file(comp).read_text().split()
             pid = int(pid_s)
         except (OSError, ValueError):
             return None
-        return pid if _start_time(pid) == start_s else None
+        return pid if start_time(pid) == start_s else None
 
     def _running(self, comp: Component) -> bool:
-        return self._pid(comp) is not None
+        return self.pid_of(comp) is not None
 
     def up(self, on_event: Callable[[str], None] = lambda _: None) -> Path:
         """Start what is not running, wait until every component is ready, write the stack file."""
@@ -116,11 +118,14 @@ class Sandbox:
         started: set[str] = set()
         for comp in self.components:
             layout = self.layout(comp, ports)
-            pid = self._pid(comp)
+            pid = self.pid_of(comp)
+            if pid is not None and process_state(pid) == "T":
+                os.killpg(pid, signal.SIGCONT)  # a frozen process left by a killed scenario
+                on_event(f"{comp.name}: was stopped with SIGSTOP (pid {pid}); sent SIGCONT")
             restarted_deps = started.intersection(comp.requires)
             if pid is not None and restarted_deps:
                 # a client of a restarted service may sit in a long reconnect back-off
-                _stop(pid)
+                stop_group(pid)
                 on_event(
                     f"{comp.name}: stopped (pid {pid}) because {', '.join(sorted(restarted_deps))} restarted"
                 )
@@ -128,15 +133,17 @@ class Sandbox:
             if pid is not None:
                 on_event(f"{comp.name}: already running (pid {pid})")
             else:
-                self._start(comp, layout)
+                self.start_process(comp, layout)
                 started.add(comp.name)
-                on_event(f"{comp.name}: started (pid {self._pid(comp)}), waiting until ready")
-            waited = self._wait_ready(comp, layout)
+                on_event(f"{comp.name}: started (pid {self.pid_of(comp)}), waiting until ready")
+            waited = self.wait_ready(comp, layout)
             on_event(f"{comp.name}: ready after {waited:.1f} s")
         self._write_stack(ports)
         return self.stack_file
 
-    def _start(self, comp: Component, layout: Layout) -> None:
+    def start_process(self, comp: Component, layout: Layout | None = None) -> None:
+        """Start `comp` (not waiting for readiness) and record its pid and start time."""
+        layout = layout or self.layout(comp)
         layout.dir.mkdir(parents=True, exist_ok=True)
         log = (layout.dir / "log").open("ab")
         try:
@@ -155,10 +162,12 @@ class Sandbox:
         finally:
             log.close()
         _CHILDREN.append(proc)
-        started = _start_time(proc.pid)
+        started = start_time(proc.pid)
         self._pid_file(comp).write_text(f"{proc.pid} {started}\n")
 
-    def _wait_ready(self, comp: Component, layout: Layout) -> float:
+    def wait_ready(self, comp: Component, layout: Layout | None = None) -> float:
+        """Poll until `comp` is ready; seconds waited (SandboxError when it exits or times out)."""
+        layout = layout or self.layout(comp)
         started = time.monotonic()
         delay = 0.05
         while time.monotonic() - started < READY_TIMEOUT:
@@ -172,6 +181,9 @@ class Sandbox:
             f"{comp.name} not ready after {READY_TIMEOUT:g} s; {self._log_tail(comp)}"
         )
 
+    def log_file(self, comp: Component) -> Path:
+        return self.root / comp.name / "log"
+
     def _log_tail(self, comp: Component) -> str:
         log = self.root / comp.name / "log"
         try:
@@ -184,11 +196,11 @@ class Sandbox:
         """Stop exactly the processes we started, dependents first."""
         stopped = []
         for comp in reversed(self.components):
-            pid = self._pid(comp)
+            pid = self.pid_of(comp)
             if pid is None:
                 self._pid_file(comp).unlink(missing_ok=True)
                 continue
-            if not _stop(pid):  # keep the pid file: `up` must not start a second copy
+            if not stop_group(pid):  # keep the pid file: `up` must not start a second copy
                 on_event(f"{comp.name}: pid {pid} did not stop after SIGKILL")
                 continue
             self._pid_file(comp).unlink(missing_ok=True)
@@ -200,7 +212,7 @@ class Sandbox:
         ports = self._ports() if self.root.exists() else {}
         result = []
         for comp in self.components:
-            pid = self._pid(comp)
+            pid = self.pid_of(comp)
             layout = Layout(dir=self.root / comp.name, ports=ports)
             result.append(
                 Status(
@@ -222,9 +234,40 @@ class Sandbox:
         services: dict[str, Any] = {}
         for comp in self.components:
             services.update(comp.services(self.layout(comp, ports)))
+        services["stack"] = {"kind": "stack"}  # the stack-level checks (on for the sandbox)
         doc = {"version": 1, "stack": "sandbox", "services": services}
         header = "# written by `stackprobe sandbox up`; use it with `stackprobe run --sandbox`\n"
         self.stack_file.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+
+    # --- the public process API --------------------------------------------------------------
+
+    def component(self, name: str) -> Component:
+        """A component by its own name (`redis`) or by a stack service it runs (`cache`)."""
+        for comp in self.components:
+            if comp.name == name:
+                return comp
+        for comp in self.components:
+            if name in self.services_of(comp):
+                return comp
+        known = ", ".join(f"{c.name} ({', '.join(self.services_of(c))})" for c in self.components)
+        raise ConfigError(f"no sandbox component runs {name!r} (components: {known})")
+
+    def services_of(self, comp: Component) -> tuple[str, ...]:
+        """The stack services a component adds to the sandbox's stack file."""
+        ports = {f"{c.name}.{n}": 0 for c in self.components for n in c.port_names}
+        return tuple(comp.services(Layout(dir=self.root / comp.name, ports=ports)))
+
+    def process(self, name: str) -> SandboxProcess:
+        """The process API of the component that runs `name` (a component or stack service)."""
+        return SandboxProcess(self, self.component(name))
+
+    def processes(self) -> dict[str, SandboxProcess]:
+        """Every stack service of the sandbox -> the process that runs it."""
+        return {
+            service: SandboxProcess(self, comp)
+            for comp in self.components
+            for service in self.services_of(comp)
+        }
 
     def require_running(self) -> Path:
         """The sandbox stack file, or a ConfigError saying how to start the sandbox."""
@@ -252,32 +295,132 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie is not running
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == "Z":  # a zombie is not running
         return None
     return fields[19]
 
 
-def _stop(pid: int) -> bool:
-    """SIGTERM the process group, then SIGKILL it if it is still there after STOP_TIMEOUT;
-    whether it is gone."""
-    started = _start_time(pid)
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
+def process_state(pid: int) -> str | None:
+    """The process's state letter (R, S, D, T when stopped by a signal, Z), None when gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def stop_group(pid: int, signals: tuple[tuple[signal.Signals, float], ...] | None = None) -> bool:
+    """Signal the process group (SIGTERM, then SIGKILL if it is still there after
+    STOP_TIMEOUT), waiting until it is gone; whether it is gone."""
+    started = start_time(pid)
+    if process_state(pid) == "T":  # a frozen process cannot act on SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)
+    for sig, wait in signals or ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return True
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if _start_time(pid) != started:
+            if start_time(pid) != started:
                 return True
             with contextlib.suppress(ChildProcessError):  # reap it if it is our own child
                 os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-    return _start_time(pid) != started
+            time.sleep(0.02)
+    return start_time(pid) != started
+
+
+@dataclass(frozen=True)
+class SandboxProcess:
+    """One sandbox component as a fault injector drives it. Every action waits until it has
+    taken effect (gone, frozen, thawed, ready) and raises SandboxError when it cannot."""
+
+    sandbox: Sandbox
+    comp: Component
+
+    @property
+    def name(self) -> str:
+        return self.comp.name
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return self.sandbox.services_of(self.comp)
+
+    @property
+    def pid(self) -> int | None:
+        return self.sandbox.pid_of(self.comp)
+
+    @property
+    def log(self) -> Path:
+        return self.sandbox.log_file(self.comp)
+
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def frozen(self) -> bool:
+        pid = self.pid
+        return pid is not None and process_state(pid) == "T"
+
+    def ready(self) -> bool:
+        return (
+            self.running() and not self.frozen() and self.comp.ready(self.sandbox.layout(self.comp))
+        )
+
+    def _require_pid(self, action: str) -> int:
+        pid = self.pid
+        if pid is None:
+            raise SandboxError(f"{self.name}: cannot {action}: it is not running")
+        return pid
+
+    def stop(self) -> None:
+        """SIGTERM (then SIGKILL after the stop timeout); returns once it is gone."""
+        if (pid := self.pid) is not None and not stop_group(pid):
+            raise SandboxError(f"{self.name}: pid {pid} did not stop after SIGKILL")
+
+    def kill(self) -> None:
+        """kill -9 of its process group; returns once it is gone."""
+        pid = self._require_pid("kill it")
+        if not stop_group(pid, ((signal.SIGKILL, 5.0),)):
+            raise SandboxError(f"{self.name}: pid {pid} survived SIGKILL")
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process keeps its sockets and answers nothing (a hung server)."""
+        pid = self._require_pid("freeze it")
+        os.killpg(pid, signal.SIGSTOP)
+        self._until(lambda: process_state(pid) == "T", "stopped by SIGSTOP")
+
+    def thaw(self) -> None:
+        """SIGCONT after freeze()."""
+        pid = self._require_pid("thaw it")
+        os.killpg(pid, signal.SIGCONT)
+        self._until(lambda: process_state(pid) != "T", "running after SIGCONT")
+
+    def start(self) -> float:
+        """Start it if it is not running (same ports, data dir and stack file) and wait until
+        it is ready; seconds until ready."""
+        if self.frozen():
+            self.thaw()
+        if not self.running():
+            self.sandbox.start_process(self.comp)
+        return self.sandbox.wait_ready(self.comp)
+
+    def restart(self) -> float:
+        """stop() then start(); seconds from the new start until ready."""
+        self.stop()
+        return self.start()
+
+    def _until(self, condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise SandboxError(f"{self.name}: not {what} after {timeout:g} s")
+            time.sleep(0.01)
