@@ -605,13 +605,3 @@ def _x_stackprobe(p: _Parser, value: Any, where: str) -> dict[str, Any]:
     if "kind" in body and not isinstance(body["kind"], str):
         raise p.fail(f"{where}.kind", "expected a stackprobe kind name")
     return body
-
-
-def one_shot(compose: ComposeFile, name: str) -> bool:
-    """A job other services wait to *complete*: not long-running, and exited 0 is its success."""
-    return any(
-        dep.condition == "service_completed_successfully"
-        for svc in compose.services.values()
-        for dep_name, dep in svc.depends_on.items()
-        if dep_name == name
-    )

@@ -449,7 +449,7 @@ def finish(value: Any) -> Any:
 
 def _relative(base: Path, text: str) -> Path:
     path = Path(text).expanduser()
-    return path if path.is_absolute() else Path(os.path.normpath(base / path))
+    return path if path.is_absolute() else Path(os.path.normpath(base.absolute() / path))
 
 
 def _is_relative(text: Any) -> bool:
