@@ -161,31 +161,33 @@ def _check_expansion(root: yaml.Node, path: Path) -> None:
         raise ConfigError(f"{path}: {aliases} YAML aliases, more than the {MAX_ALIASES} allowed")
 
 
-def load_compose_yaml(path: Path) -> Any:
-    """The document of one Compose file; ConfigError (one line) when it cannot be read."""
+def _read(path: Path) -> str:
+    """The file's text, reading no more than the size limit allows."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(
-                f"{path}: file is {size} bytes, more than the {MAX_FILE_BYTES} allowed"
-            )
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: file is larger than the {MAX_FILE_BYTES} bytes allowed")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    loader = _Loader(text)
+
+
+def load_compose_yaml(path: Path) -> Any:
+    """The document of one Compose file; ConfigError (one line) when it cannot be read."""
+    loader = _Loader(_read(path))
     try:
         node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_expansion(node, path)
-        return loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ConfigError(f"{path}: {where}: invalid YAML: {exc.problem}") from None
+        if node is not None:
+            _check_expansion(node, path)
+        return None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
     finally:
         loader.dispose()

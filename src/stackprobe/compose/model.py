@@ -281,14 +281,7 @@ def parse_project(project: Project) -> ComposeFile:
         svc_name: _service(_Parser(raw.source.file, raw.source.env), svc_name, raw, path.parent)
         for svc_name, raw in project.services.items()
     }
-    return ComposeFile(
-        path=path,
-        project=project_name,
-        services=services,
-        volumes=volumes,
-        networks=networks,
-        env=env,
-    )
+    return ComposeFile(path, project_name, services, volumes, networks, env)
 
 
 def _service(p: _Parser, name: str, raw_service: RawService, project_dir: Path) -> Service:
