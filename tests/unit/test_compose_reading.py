@@ -111,6 +111,7 @@ def test_a_key_written_twice_in_one_mapping_is_still_refused(tmp_path: Path, tex
             "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nservices: {a: {image: 'x:1'}}\n",
             "expands",
         ),
+        ("x: " + "[" * 5000 + "\nservices: {a: {image: 'x:1'}}\n", "nested too deeply"),
     ],
 )
 def test_tags_never_run_and_limits_hold(tmp_path: Path, text: str, what: str) -> None:

@@ -189,5 +189,7 @@ def load_compose_yaml(path: Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or exc
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
