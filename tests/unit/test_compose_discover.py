@@ -39,7 +39,13 @@ def test_reference_stack_every_service_under_its_kind(tmp_path: Path) -> None:
     services = stack["services"]
     assert {n: s["kind"] for n, s in services.items()} == EXPECTED_KINDS
     assert stack["stack"] == "stackprobe-reference"
-    assert notes == ["toxiproxy: Toxiproxy (scratch) has no stackprobe kind; skipped"]
+    assert notes == [
+        "${ARANGO_ROOT_PASSWORD} is required (export ARANGO_ROOT_PASSWORD first): "
+        "Compose refuses docker-compose.yml until it is set",
+        "${GF_SECURITY_ADMIN_PASSWORD} is required (export GF_SECURITY_ADMIN_PASSWORD first): "
+        "Compose refuses docker-compose.yml until it is set",
+        "toxiproxy: Toxiproxy (scratch) has no stackprobe kind; skipped",
+    ]
     assert services["consul"] == {
         "kind": "consul",
         "url": "http://127.0.0.1:8500",

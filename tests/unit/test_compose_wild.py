@@ -492,6 +492,16 @@ def test_celery_broker_through_variables(
     assert services["worker"]["url"] == url, notes
 
 
+def test_discover_says_which_required_variables_compose_wants(tmp_path: Path) -> None:
+    compose = load_compose(WILD / "bitnami.yml", env={})
+    _, notes = stack_of(compose, tmp_path)
+    assert (
+        "${GRAFANA_PASSWORD} is required (set it): Compose refuses bitnami.yml until it is set"
+        in notes
+    )
+    assert not load_compose(WILD / "bitnami.yml", env={"GRAFANA_PASSWORD": "x"}).unset_required
+
+
 def test_a_broker_password_becomes_a_reference_in_the_password_field(tmp_path: Path) -> None:
     doc = {
         "services": {

@@ -507,7 +507,7 @@ def discover(compose: ComposeFile, compose_path: Path, out_dir: Path) -> Discove
         url = str(compose_path.resolve())
     services[compose_name] = {"kind": "compose", "url": url}
     stack = {"version": 1, "stack": compose.project, "services": services}
-    return Discovery(stack=stack, notes=d.notes)
+    return Discovery(stack=stack, notes=[*compose.unset_required, *d.notes])
 
 
 def render_stack(stack: dict[str, Any], compose_path: Path) -> str:

@@ -27,6 +27,7 @@ from stackprobe.compose.resolve import (
     RawService,
     dotenv_file,
     load_project,
+    required,
     unknown,
 )
 
@@ -209,6 +210,7 @@ class ComposeFile:
     volumes: dict[str, dict[str, Any]]
     networks: dict[str, dict[str, Any]]
     env: Mapping[str, str] = field(default_factory=dict)  # the project's variables
+    unset_required: list[str] = field(default_factory=list)  # `${VAR:?err}` Compose refuses
 
     @property
     def base_dir(self) -> Path:
@@ -241,9 +243,12 @@ def parse_duration(value: Any, where: str) -> float:
 
 
 class _Parser:
-    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, path: Path, env: Mapping[str, str], missing: list[str] | None = None
+    ) -> None:
         self.path = path
         self.env = env
+        self.missing = required([] if missing is None else missing, path)
 
     def fail(self, where: str, what: str) -> ComposeError:
         return ComposeError(f"{self.path}: {where}: {what}")
@@ -278,10 +283,12 @@ def parse_project(project: Project) -> ComposeFile:
     volumes = {k: p.mapping(v, f"volumes.{k}") for k, v in project.volumes.items()}
     networks = {k: p.mapping(v, f"networks.{k}") for k, v in project.networks.items()}
     services = {
-        svc_name: _service(_Parser(raw.source.file, raw.source.env), svc_name, raw, path.parent)
+        svc_name: _service(
+            _Parser(raw.source.file, raw.source.env, project.missing), svc_name, raw, path.parent
+        )
         for svc_name, raw in project.services.items()
     }
-    return ComposeFile(path, project_name, services, volumes, networks, env)
+    return ComposeFile(path, project_name, services, volumes, networks, env, project.missing)
 
 
 def _service(p: _Parser, name: str, raw_service: RawService, project_dir: Path) -> Service:
@@ -306,7 +313,10 @@ def _service(p: _Parser, name: str, raw_service: RawService, project_dir: Path) 
     for env_file in env_files:
         environment.update(dotenv_file(host_path(project_dir, env_file.path), p.env) or {})
     environment.update(
-        {k: (interpolate(v, p.env) if v is not None else p.env.get(k)) for k, v in env_raw.items()}
+        {
+            k: (interpolate(v, p.env, p.missing) if v is not None else p.env.get(k))
+            for k, v in env_raw.items()
+        }
     )
     networks_raw = data.get("networks")
     aliases = [str(data[k]) for k in ("container_name", "hostname") if data.get(k)]

@@ -101,6 +101,17 @@ class Project:
     missing: list[str] = field(default_factory=list)  # `${VAR:?message}` left unset
 
 
+def required(found: list[str], path: Path) -> Callable[[str, str], None]:
+    """An interpolation callback noting each `${VAR:?message}` left unset, once."""
+
+    def missing(name: str, message: str) -> None:
+        text = f"${{{name}}} is required ({message or 'not set'}): Compose refuses {path.name} until it is set"
+        if text not in found:
+            found.append(text)
+
+    return missing
+
+
 def unknown(key: str, known: frozenset[str], what: str) -> str:
     close = difflib.get_close_matches(key, sorted(known), n=1)
     return f"unknown {what}" + (f" (did you mean {close[0]!r}?)" if close else "")
@@ -175,8 +186,7 @@ class _Resolver:
                 f"{path}: services: expected a mapping, got {type(services).__name__}"
             )
 
-        def missing(name: str, message: str) -> None:
-            self.missing.append(f"{path}: ${{{name}}} is required: {message or 'not set'}")
+        missing = required(self.missing, path)
 
         def sub(value: Any, where: tuple[str, ...]) -> Any:
             if isinstance(value, str):
