@@ -322,7 +322,6 @@ def test_same_port_on_different_addresses_or_protocols_is_fine(tmp_path: Path) -
         (None, "not mounted"),
         (["/data"], "anonymous volume"),
         ([{"type": "volume", "target": "/data"}], "anonymous volume"),
-        (["./data:/data"], "bind mount"),
         ([{"type": "tmpfs", "target": "/data"}], "tmpfs mount"),
     ],
 )

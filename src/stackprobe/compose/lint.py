@@ -13,12 +13,22 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stackprobe.compose.images import STATEFUL_KINDS, ImageProfile, kind_of, profile, split_image
-from stackprobe.compose.model import ComposeFile, Service, is_reference, one_shot
+from stackprobe.compose.images import (
+    STATEFUL_KINDS,
+    ImageProfile,
+    data_dirs,
+    kind_of,
+    listeners,
+    profile,
+    split_image,
+)
+from stackprobe.compose.lifecycle import lifecycle, one_shot
+from stackprobe.compose.model import ComposeFile, Service, host_path, is_reference
 
 ERROR = "error"
 WARNING = "warning"
@@ -75,7 +85,7 @@ RULES: dict[str, Rule] = {
              "the same host port is published twice",
              "publish each host port once (change one of the published ports)"),
         Rule("data-volume", ERROR, "volumes",
-             "a stateful service keeps its data directory off a named volume (lost when the container is recreated)",
+             "a stateful service keeps its data directory off a named volume or bind mount (lost when the container is recreated)",
              "mount a named volume on the data directory and declare it under volumes:"),
         Rule("volume-undefined", ERROR, "volumes",
              "a service mounts a named volume that is not declared under the top-level volumes:",
@@ -83,6 +93,13 @@ RULES: dict[str, Rule] = {
         Rule("bind-source-missing", ERROR, "volumes",
              "a bind mount's source path does not exist (Docker would create an empty directory)",
              "create the file or directory, or fix the path (relative to the Compose file)"),
+        Rule("env-file-missing", ERROR, None,
+             "an env_file does not exist: Compose refuses to start the file",
+             "create the file, fix the path (relative to the Compose file), or mark it "
+             "{path: ..., required: false}"),
+        Rule("host-network-ports", WARNING, "networking",
+             "ports: on a service with network_mode: host (Compose discards them)",
+             "remove ports: (the service listens on the host directly), or leave host networking"),
         Rule("build-context-missing", ERROR, None,
              "a build context directory does not exist",
              "fix the build path (relative to the Compose file)"),
@@ -96,7 +113,7 @@ RULES: dict[str, Rule] = {
              "the container runs privileged (full access to the host)",
              "remove privileged: true and grant only the capabilities needed (cap_add)"),
         Rule("admin-port-exposed", ERROR, None,
-             "an administrative port is published on all interfaces",
+             "an administrative port is published on all interfaces (or listens on them with network_mode: host)",
              "publish it on loopback only, e.g. \"127.0.0.1:8500:8500\""),
     )
 }  # fmt: skip
@@ -107,6 +124,10 @@ _SECRET_NAME = re.compile(
 )
 _NOT_SECRET_NAME = re.compile(r"(_FILE|_PATH|_DIR|RANDOM|NO_AUTH|_LENGTH|_MIN|_MAX)", re.IGNORECASE)
 _FLAG = {"0", "1", "true", "false", "yes", "no", "on", "off", ""}
+_ONE_SHOT_FIX = (
+    '; a one-shot job is recognised by restart: "no" with a command that finishes, or by '
+    "dependents waiting with condition: service_completed_successfully"
+)
 
 
 @dataclass(frozen=True)
@@ -216,15 +237,16 @@ def startup_waves(compose: ComposeFile) -> list[list[str]] | None:
     return waves
 
 
-def find_cycle(compose: ComposeFile) -> list[str] | None:
+def cycle_in(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One cycle of a dependency graph (`a -> b -> a`), or None; unknown nodes are ignored."""
     state: dict[str, int] = {}
     path: list[str] = []
 
     def visit(node: str) -> list[str] | None:
         state[node] = 1
         path.append(node)
-        for dep in compose.services[node].depends_on:
-            if dep not in compose.services:
+        for dep in graph[node]:
+            if dep not in graph:
                 continue
             if state.get(dep) == 1:
                 return [*path[path.index(dep) :], dep]
@@ -234,10 +256,14 @@ def find_cycle(compose: ComposeFile) -> list[str] | None:
         state[node] = 2
         return None
 
-    for name in compose.services:
+    for name in graph:
         if not state.get(name) and (found := visit(name)):
             return found
     return None
+
+
+def find_cycle(compose: ComposeFile) -> list[str] | None:
+    return cycle_in({name: list(svc.depends_on) for name, svc in compose.services.items()})
 
 
 class _Linter:
@@ -270,7 +296,7 @@ class _Linter:
     # --- helpers ---------------------------------------------------------------------------
 
     def one_shot(self, name: str) -> bool:
-        """A job other services wait to *complete* is not long-running."""
+        """A job that runs to completion (lifecycle.py) is not long-running."""
         return one_shot(self.compose, name)
 
     def label(self, svc: Service) -> str:
@@ -291,20 +317,23 @@ class _Linter:
                     "healthcheck: external has no reason",
                 )
             return
-        if self.one_shot(svc.name):
+        life = lifecycle(self.compose, svc)
+        if life.one_shot:
             return
         hc = svc.healthcheck
         hint = (
             f"; for {prof.label}: {prof.healthcheck_hint}" if prof and prof.healthcheck_hint else ""
         )
+        fix = RULES["healthcheck-missing"].fix + hint + _ONE_SHOT_FIX
         if hc is None or hc.test is None:
             self.add(
                 "healthcheck-missing",
                 svc,
                 "healthcheck",
-                f"{self.label(svc)} is long-running and has no healthcheck: nothing can wait "
-                "for it to be ready, and a hung process looks alive",
-                RULES["healthcheck-missing"].fix + hint,
+                f"{self.label(svc)} has no healthcheck and was judged long-running "
+                f"({life.why}): nothing can wait for it to be ready, and a hung process "
+                "looks alive",
+                fix,
             )
             return
         if hc.disabled:
@@ -312,8 +341,9 @@ class _Linter:
                 "healthcheck-missing",
                 svc,
                 "healthcheck.test" if not hc.disable else "healthcheck.disable",
-                f"{self.label(svc)} has its healthcheck disabled",
-                RULES["healthcheck-missing"].fix + hint,
+                f"{self.label(svc)} has its healthcheck disabled and was judged long-running "
+                f"({life.why})",
+                fix,
             )
             return
         self.healthcheck_tool(svc, prof, hint)
@@ -357,7 +387,7 @@ class _Linter:
         problems: list[tuple[str, str]] = []
         if hc.interval_s is not None and not 1.0 <= interval <= 300.0:
             problems.append(("interval", f"interval {interval:g}s is outside 1s-5m"))
-        if timeout > interval:
+        if hc.timeout_s is not None and timeout > interval:  # the 30s default is not a choice
             problems.append(
                 ("timeout", f"timeout {timeout:g}s is longer than the interval {interval:g}s")
             )
@@ -407,6 +437,7 @@ class _Linter:
                 dep.condition == "service_started"
                 and has_check
                 and kind_of(target) in STATEFUL_KINDS
+                and not self.one_shot(name)
             ):
                 self.add(
                     "depends-on-start-only",
@@ -473,6 +504,11 @@ class _Linter:
         """One host port per interface and protocol; all interfaces (*) overlap every address."""
         seen: list[tuple[str, int, str, Service, int]] = []
         for svc in self.compose.services.values():
+            if svc.host_network:
+                for listener in listeners(svc, self.compose.base_dir) or []:
+                    ip = listener.address or "*"
+                    seen.append((ip, listener.port, "tcp", svc, -1))
+                continue
             for port in svc.ports:
                 ip = "*" if port.all_interfaces else str(port.host_ip)
                 for _, host in port.pairs():
@@ -490,12 +526,13 @@ class _Linter:
                     )
                     if clash is not None:
                         other, index = clash
+                        by = f"ports[{index}]" if index >= 0 else "network_mode: host"
                         self.add(
                             "port-conflict",
                             svc,
                             f"ports[{port.index}]",
-                            f"host port {host}/{port.protocol} is already published by "
-                            f"{other.name} (ports[{index}])",
+                            f"host port {host}/{port.protocol} is already taken by "
+                            f"{other.name} ({by})",
                         )
                         break
                     seen.append((ip, host, port.protocol, svc, port.index))
@@ -523,15 +560,29 @@ class _Linter:
                         key,
                         f"bind source {mount.source} does not exist ({source})",
                     )
+        for env_file in svc.env_files:
+            path = self._host_path(env_file.path)
+            if env_file.required and not path.is_file():
+                self.add(
+                    "env-file-missing",
+                    svc,
+                    f"env_file[{env_file.index}]",
+                    f"env_file {env_file.path} does not exist ({path}): Compose refuses to "
+                    "start this file",
+                )
         prof = profile(svc)
-        if prof is None or prof.kind not in STATEFUL_KINDS:
+        if prof is None or self.one_shot(svc.name):
             return
-        for data_dir in prof.data_dirs:
+        for data_dir in data_dirs(svc, self.compose.base_dir):
             mount = _mount_for(svc, data_dir)
-            if mount is not None and mount.type == "volume" and mount.source:
-                continue
+            if mount is not None and mount.type in ("volume", "bind") and mount.source:
+                continue  # a named volume or a host directory: both outlive the container
             if mount is None:
-                seen = "not mounted: it lives in the container's writable layer"
+                seen = (
+                    "not mounted: it lives in the container (its writable layer, or an "
+                    "anonymous volume the image declares) and is left behind when the "
+                    "container is recreated"
+                )
                 key = "volumes"
             elif mount.type == "volume":
                 seen = f"on an anonymous volume ({mount.target})"
@@ -549,8 +600,7 @@ class _Linter:
             )
 
     def _host_path(self, source: str) -> Path:
-        path = Path(source).expanduser()
-        return path if path.is_absolute() else self.compose.base_dir / path
+        return host_path(self.compose.base_dir, source)
 
     def build_context(self, svc: Service) -> None:
         if svc.build is None or "://" in svc.build or svc.build.startswith("git@"):
@@ -601,6 +651,9 @@ class _Linter:
         prof = profile(svc)
         if prof is None:
             return
+        if svc.host_network:
+            self.host_admin_ports(svc, prof)
+            return
         for port in svc.ports:
             for target, host in port.pairs():
                 if host is None and port.published is None:
@@ -617,6 +670,29 @@ class _Linter:
                         f'publish it on loopback: "127.0.0.1:{host or target}:{target}"',
                     )
                     break
+
+    def host_admin_ports(self, svc: Service, prof: ImageProfile) -> None:
+        """network_mode: host puts the server's own ports on every interface of the host."""
+        if svc.ports:
+            self.add(
+                "host-network-ports",
+                svc,
+                "ports",
+                f"network_mode: host: Compose discards ports: ({len(svc.ports)} mapping(s)); "
+                "the service listens on the host's interfaces on its own ports",
+            )
+        for listener in listeners(svc, self.compose.base_dir) or []:
+            if listener.admin and listener.address is None:
+                self.add(
+                    "admin-port-exposed",
+                    svc,
+                    "network_mode",
+                    f"{prof.label} admin port {listener.port} listens on every interface of "
+                    "the host (network_mode: host): anyone who reaches this machine reaches it",
+                    "bind it to loopback with the server's own setting (e.g. --bind 127.0.0.1, "
+                    "--web.listen-address=127.0.0.1:9090, GF_SERVER_HTTP_ADDR=127.0.0.1), "
+                    'or leave host networking and publish "127.0.0.1:PORT:PORT"',
+                )
 
 
 def _tools(test: tuple[str, ...]) -> list[str]:

@@ -1,28 +1,45 @@
 """A Compose file as typed data: both the short and the long syntax of every key lint reads.
 
-Parsing follows the Compose specification: `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-`${VAR:?error}`, `${VAR:+alt}` and `$$` are interpolated from the environment and the `.env`
-file beside the Compose file (an unset variable becomes empty, as Compose does after its
-warning). Environment values are also kept as written (`environment_raw`), so lint and
-discover can tell a `${VAR}` reference from a literal secret.
+Reading follows Compose: YAML 1.2 with merge keys (`loader.py`), `include` and `extends`
+resolved (`resolve.py`), and Compose's interpolation (`env.py`) from the shell environment,
+which wins over the `.env` in the project directory (an unset variable becomes empty, as
+Compose does after its warning). Environment values are also kept as written
+(`environment_raw`), so lint and discover can tell a `${VAR}` reference from a literal
+secret; variables from `env_file` join `environment` (explicit entries win).
 
 A file Compose itself would refuse (bad YAML, an unknown service key, a port that is not a
-port, a duration that is not a duration) raises `ComposeError`: one line naming the file and
-the key, exit 2.
+port, a duration that is not a duration, a missing include) raises `ComposeError`: one line
+naming the file and the key, exit 2.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stackprobe.config import load_yaml
-from stackprobe.errors import ConfigError
+from stackprobe.compose.env import interpolate, is_reference, references
+from stackprobe.compose.resolve import (
+    ComposeError,
+    Project,
+    RawService,
+    dotenv_file,
+    load_project,
+    required,
+    unknown,
+)
+
+__all__ = [
+    "ComposeError",
+    "ComposeFile",
+    "Service",
+    "interpolate",
+    "is_reference",
+    "load_compose",
+    "references",
+]
 
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -41,24 +58,15 @@ SERVICE_KEYS = frozenset(
     stop_grace_period stop_signal storage_opt sysctls tmpfs tty ulimits use_api_socket user
     userns_mode uts volumes volumes_from working_dir""".split()  # noqa: SIM905 - a word list reads best
 )
-TOP_KEYS = frozenset(
-    {"version", "name", "services", "networks", "volumes", "secrets", "configs", "include"}
-)
 HEALTHCHECK_KEYS = frozenset(
     {"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"}
 )
 X_STACKPROBE_KEYS = frozenset({"healthcheck", "reason", "ignore", "kind"})
 
-_VAR = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}"
-    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
+_TRUE = frozenset({"true", "yes", "y", "on"})
+_FALSE = frozenset({"false", "no", "n", "off"})
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-class ComposeError(ConfigError):
-    """The Compose file is malformed: one line naming file and key, exit 2."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +144,18 @@ class Healthcheck:
         return " ".join(self.test[1:])
 
 
+@dataclass(frozen=True)
+class EnvFile:
+    """One entry of a service's `env_file:`."""
+
+    path: str  # as written (after interpolation), relative to the project directory
+    required: bool
+    index: int
+
+
 @dataclass
 class Service:
-    """One service of the Compose file, after interpolation."""
+    """One service of the Compose file, after interpolation, includes and extends."""
 
     name: str
     image: str | None = None
@@ -147,6 +164,7 @@ class Service:
     entrypoint: str | tuple[str, ...] | None = None
     environment: dict[str, str | None] = field(default_factory=dict)
     environment_raw: dict[str, str | None] = field(default_factory=dict)
+    env_files: list[EnvFile] = field(default_factory=list)
     ports: list[Port] = field(default_factory=list)
     expose: list[int] = field(default_factory=list)
     volumes: list[Mount] = field(default_factory=list)
@@ -154,10 +172,13 @@ class Service:
     healthcheck: Healthcheck | None = None
     networks: list[str] | None = None  # None: joins `default` (unless network_mode)
     network_mode: str | None = None
+    aliases: tuple[str, ...] = ()  # other names it answers to: container_name, hostname, ...
+    working_dir: str | None = None
     privileged: bool = False
     restart: str | None = None
     profiles: tuple[str, ...] = ()
     x_stackprobe: dict[str, Any] = field(default_factory=dict)
+    file: Path | None = None  # the file that defines it (another one for an include)
 
     @property
     def joined_networks(self) -> list[str]:
@@ -165,6 +186,11 @@ class Service:
         if self.network_mode is not None:
             return []
         return self.networks if self.networks is not None else ["default"]
+
+    @property
+    def host_network(self) -> bool:
+        """`network_mode: host`: it listens on the host's interfaces; `ports:` are ignored."""
+        return self.network_mode == "host"
 
     def command_line(self) -> str:
         parts = []
@@ -183,6 +209,8 @@ class ComposeFile:
     services: dict[str, Service]
     volumes: dict[str, dict[str, Any]]
     networks: dict[str, dict[str, Any]]
+    env: Mapping[str, str] = field(default_factory=dict)  # the project's variables
+    unset_required: list[str] = field(default_factory=list)  # `${VAR:?err}` Compose refuses
 
     @property
     def base_dir(self) -> Path:
@@ -190,71 +218,12 @@ class ComposeFile:
 
 
 def load_compose(path: Path, env: Mapping[str, str] | None = None) -> ComposeFile:
-    """Load and parse a Compose file; raise ComposeError on anything Compose would refuse."""
-    raw = _load(path)
-    environ = dict(_dotenv(path.parent / ".env"))
-    environ.update(os.environ if env is None else env)
-    return parse_compose(raw, path, environ)
+    """Load and parse a Compose file; raise ComposeError on anything Compose would refuse.
 
-
-def _load(path: Path) -> Any:
-    try:
-        return load_yaml(path)
-    except ConfigError as exc:
-        raise ComposeError(str(exc)) from None
-
-
-def _dotenv(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip().removeprefix("export ").strip()] = value
-    return values
-
-
-def interpolate(value: str, env: Mapping[str, str]) -> str:
-    """Compose's variable substitution; an unset variable becomes empty."""
-
-    def repl(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        name = match["braced"] or match["bare"]
-        current = env.get(name)
-        op, arg = match["op"], match["arg"] or ""
-        if op in (":-", ":?"):
-            return current if current else (arg if op == ":-" else "")
-        if op in ("-", "?"):
-            return current if current is not None else (arg if op == "-" else "")
-        if op == ":+":
-            return arg if current else ""
-        if op == "+":
-            return arg if current is not None else ""
-        return current or ""
-
-    return _VAR.sub(repl, value)
-
-
-def references(value: str) -> list[str]:
-    """The variables a raw string refers to (`${VAR...}` or `$VAR`)."""
-    return [m["braced"] or m["bare"] for m in _VAR.finditer(value) if not m["escaped"]]
-
-
-def is_reference(value: str) -> bool:
-    """True when the whole value is one `${VAR...}` reference with no literal default."""
-    match = _VAR.fullmatch(value.strip())
-    if not match or match["escaped"]:
-        return False
-    return match["op"] not in (":-", "-") or not match["arg"]
+    `env` stands for the shell environment (default: os.environ); the `.env` in the
+    file's directory fills in what it does not set.
+    """
+    return parse_project(load_project(path, env))
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -274,21 +243,15 @@ def parse_duration(value: Any, where: str) -> float:
 
 
 class _Parser:
-    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, path: Path, env: Mapping[str, str], missing: list[str] | None = None
+    ) -> None:
         self.path = path
         self.env = env
+        self.missing = required([] if missing is None else missing, path)
 
     def fail(self, where: str, what: str) -> ComposeError:
         return ComposeError(f"{self.path}: {where}: {what}")
-
-    def sub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return interpolate(value, self.env)
-        if isinstance(value, list):
-            return [self.sub(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.sub(v) for k, v in value.items()}
-        return value
 
     def mapping(self, value: Any, where: str) -> dict[str, Any]:
         if value is None:
@@ -307,64 +270,36 @@ class _Parser:
         return [str(v) for v in value]
 
 
-def parse_compose(raw: Any, path: Path, env: Mapping[str, str]) -> ComposeFile:
+def parse_project(project: Project) -> ComposeFile:
+    path, env = project.path, project.env
     p = _Parser(path, env)
-    if not isinstance(raw, dict):
-        raise p.fail("(top level)", "expected a mapping with `services:`")
-    for key in raw:
-        if str(key).startswith("x-"):
-            continue
-        if key not in TOP_KEYS:
-            raise p.fail(str(key), _unknown(str(key), TOP_KEYS, "top-level key"))
-    if "include" in raw:
-        raise p.fail(
-            "include",
-            "`include` is not supported here: lint the merged file "
-            "(docker compose config > merged.yml)",
-        )
-    services_raw = p.mapping(raw.get("services"), "services")
-    if not services_raw:
+    if not project.services:
         raise p.fail("services", "no services defined")
-    name = raw.get("name")
-    project = (
-        str(p.sub(name)) if name else env.get("COMPOSE_PROJECT_NAME") or path.resolve().parent.name
+    name = project.name
+    project_name = (
+        str(name) if name else env.get("COMPOSE_PROJECT_NAME") or path.resolve().parent.name
     )
-    project = re.sub(r"[^a-z0-9_-]", "", project.lower()) or "default"
-    volumes = {
-        k: p.mapping(v, f"volumes.{k}")
-        for k, v in p.mapping(p.sub(raw.get("volumes")), "volumes").items()
+    project_name = re.sub(r"[^a-z0-9_-]", "", project_name.lower()) or "default"
+    volumes = {k: p.mapping(v, f"volumes.{k}") for k, v in project.volumes.items()}
+    networks = {k: p.mapping(v, f"networks.{k}") for k, v in project.networks.items()}
+    services = {
+        svc_name: _service(
+            _Parser(raw.source.file, raw.source.env, project.missing), svc_name, raw, path.parent
+        )
+        for svc_name, raw in project.services.items()
     }
-    networks = {
-        k: p.mapping(v, f"networks.{k}")
-        for k, v in p.mapping(p.sub(raw.get("networks")), "networks").items()
-    }
-    services = {svc_name: _service(p, svc_name, body) for svc_name, body in services_raw.items()}
-    return ComposeFile(
-        path=path, project=project, services=services, volumes=volumes, networks=networks
-    )
+    return ComposeFile(path, project_name, services, volumes, networks, env, project.missing)
 
 
-def _unknown(key: str, known: frozenset[str], what: str) -> str:
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    return f"unknown {what}" + (f" (did you mean {close[0]!r}?)" if close else "")
-
-
-def _service(p: _Parser, name: str, body: Any) -> Service:
+def _service(p: _Parser, name: str, raw_service: RawService, project_dir: Path) -> Service:
     where = f"services.{name}"
-    raw = p.mapping(body, where)
-    for key in raw:
+    data = raw_service.body
+    for key in data:
         if key.startswith("x-"):
             continue
         if key not in SERVICE_KEYS:
-            raise p.fail(f"{where}.{key}", _unknown(key, SERVICE_KEYS, "service key"))
-    if "extends" in raw:
-        raise p.fail(
-            f"{where}.extends",
-            "`extends` is not supported here: lint the merged file "
-            "(docker compose config > merged.yml)",
-        )
-    env_raw = _environment(p, raw.get("environment"), f"{where}.environment")
-    data = p.sub({k: v for k, v in raw.items() if k != "environment"})
+            raise p.fail(f"{where}.{key}", unknown(key, SERVICE_KEYS, "service key"))
+    env_raw = _environment(p, data.get("environment"), f"{where}.environment")
     image = data.get("image")
     build = data.get("build")
     if image is None and build is None:
@@ -373,36 +308,91 @@ def _service(p: _Parser, name: str, body: Any) -> Service:
         raise p.fail(f"{where}.image", "expected a string")
     if isinstance(build, dict):
         build = build.get("context", ".")
+    env_files = _env_files(p, data.get("env_file"), f"{where}.env_file")
+    environment: dict[str, str | None] = {}
+    for env_file in env_files:
+        environment.update(dotenv_file(host_path(project_dir, env_file.path), p.env) or {})
+    environment.update(
+        {
+            k: (interpolate(v, p.env, p.missing) if v is not None else p.env.get(k))
+            for k, v in env_raw.items()
+        }
+    )
+    networks_raw = data.get("networks")
+    aliases = [str(data[k]) for k in ("container_name", "hostname") if data.get(k)]
+    if isinstance(networks_raw, dict):
+        for net in networks_raw.values():
+            if isinstance(net, dict):
+                aliases += p.strings(net.get("aliases"), f"{where}.networks.aliases")
     svc = Service(
         name=name,
         image=image,
         build=str(build) if build is not None else None,
         command=_command(p, data.get("command"), f"{where}.command"),
         entrypoint=_command(p, data.get("entrypoint"), f"{where}.entrypoint"),
-        environment={
-            k: (interpolate(v, p.env) if v is not None else None) for k, v in env_raw.items()
-        },
+        environment=environment,
         environment_raw=env_raw,
-        ports=[_port(p, v, f"{where}.ports[{i}]", i) for i, v in enumerate(data.get("ports") or [])],
-        expose=[_expose(p, v, f"{where}.expose[{i}]") for i, v in enumerate(data.get("expose") or [])],
-        volumes=[_mount(p, v, f"{where}.volumes[{i}]", i) for i, v in enumerate(data.get("volumes") or [])],
+        env_files=env_files,
+        ports=[_port(p, v, f"{where}.ports[{i}]", i) for i, v in enumerate(_list(p, data.get("ports"), f"{where}.ports"))],
+        expose=[_expose(p, v, f"{where}.expose[{i}]") for i, v in enumerate(_list(p, data.get("expose"), f"{where}.expose"))],
+        volumes=[_mount(p, v, f"{where}.volumes[{i}]", i) for i, v in enumerate(_list(p, data.get("volumes"), f"{where}.volumes"))],
         depends_on=_depends_on(p, data.get("depends_on"), f"{where}.depends_on"),
         healthcheck=_healthcheck(p, data.get("healthcheck"), f"{where}.healthcheck"),
-        networks=_networks(p, data.get("networks"), f"{where}.networks"),
+        networks=_networks(p, networks_raw, f"{where}.networks"),
         network_mode=str(data["network_mode"]) if data.get("network_mode") else None,
+        aliases=tuple(aliases),
+        working_dir=str(data["working_dir"]) if data.get("working_dir") else None,
         privileged=_bool(p, data.get("privileged", False), f"{where}.privileged"),
-        restart=str(data["restart"]) if data.get("restart") is not None else None,
+        restart=_restart(data.get("restart")),
         profiles=tuple(p.strings(data.get("profiles"), f"{where}.profiles")),
         x_stackprobe=_x_stackprobe(p, data.get("x-stackprobe"), f"{where}.x-stackprobe"),
+        file=raw_service.source.file,
     )  # fmt: skip
     return svc
+
+
+def host_path(base: Path, source: str) -> Path:
+    """A path from the Compose file on the host: `~` expanded, relative to `base`."""
+    path = Path(source).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _list(p: _Parser, value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise p.fail(where, f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _restart(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value is False:
+        return "no"
+    return str(value)
+
+
+def _env_files(p: _Parser, value: Any, where: str) -> list[EnvFile]:
+    """`env_file: path`, `[path, ...]` or `[{path, required, format}, ...]`."""
+    items = value if isinstance(value, list) else ([] if value is None else [value])
+    found = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            found.append(EnvFile(item, True, i))
+        elif isinstance(item, dict) and isinstance(item.get("path"), str):
+            required = _bool(p, item.get("required", True), f"{where}[{i}].required")
+            found.append(EnvFile(item["path"], required, i))
+        else:
+            raise p.fail(f"{where}[{i}]", "expected a path or {path: ..., required: ...}")
+    return found
 
 
 def _bool(p: _Parser, value: Any, where: str) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE  # Compose's casts accept yes/no, on/off, y/n
     raise p.fail(where, f"expected true or false, got {value!r}")
 
 
@@ -559,7 +549,7 @@ def _healthcheck(p: _Parser, value: Any, where: str) -> Healthcheck | None:
     body = p.mapping(value, where)
     for key in body:
         if key not in HEALTHCHECK_KEYS:
-            raise p.fail(f"{where}.{key}", _unknown(key, HEALTHCHECK_KEYS, "healthcheck key"))
+            raise p.fail(f"{where}.{key}", unknown(key, HEALTHCHECK_KEYS, "healthcheck key"))
     test = body.get("test")
     parsed: tuple[str, ...] | None
     if test is None:
@@ -607,7 +597,7 @@ def _x_stackprobe(p: _Parser, value: Any, where: str) -> dict[str, Any]:
     body = p.mapping(value, where)
     for key in body:
         if key not in X_STACKPROBE_KEYS:
-            raise p.fail(f"{where}.{key}", _unknown(key, X_STACKPROBE_KEYS, "x-stackprobe key"))
+            raise p.fail(f"{where}.{key}", unknown(key, X_STACKPROBE_KEYS, "x-stackprobe key"))
     if "healthcheck" in body and body["healthcheck"] != "external":
         raise p.fail(
             f"{where}.healthcheck",
@@ -618,13 +608,3 @@ def _x_stackprobe(p: _Parser, value: Any, where: str) -> dict[str, Any]:
     if "kind" in body and not isinstance(body["kind"], str):
         raise p.fail(f"{where}.kind", "expected a stackprobe kind name")
     return body
-
-
-def one_shot(compose: ComposeFile, name: str) -> bool:
-    """A job other services wait to *complete*: not long-running, and exited 0 is its success."""
-    return any(
-        dep.condition == "service_completed_successfully"
-        for svc in compose.services.values()
-        for dep_name, dep in svc.depends_on.items()
-        if dep_name == name
-    )

@@ -38,9 +38,10 @@ from stackprobe.compose.engine import (
     docker_host,
     service_of,
 )
-from stackprobe.compose.images import STATEFUL_KINDS, profile
+from stackprobe.compose.images import data_dirs, profile
+from stackprobe.compose.lifecycle import one_shot
 from stackprobe.compose.lint import ERROR, Finding, LintReport, format_order, lint
-from stackprobe.compose.model import ComposeFile, Service, load_compose, one_shot
+from stackprobe.compose.model import ComposeFile, Service, load_compose
 from stackprobe.config import ServiceConfig
 from stackprobe.errors import ConfigError
 from stackprobe.kinds import Kind, Target
@@ -413,12 +414,11 @@ def _stateful(ctx: CheckContext[ComposeClient]) -> list[tuple[Service, str, str]
     found = []
     wanted = ctx.client.options.persistence_services
     for svc in _expected(ctx.client.compose):
-        prof = profile(svc)
-        if prof is None or prof.kind not in STATEFUL_KINDS:
-            continue
         if wanted is not None and svc.name not in wanted:
             continue
-        for data_dir in prof.data_dirs:
+        if one_shot(ctx.client.compose, svc.name):
+            continue
+        for data_dir in data_dirs(svc, ctx.client.compose.base_dir):
             mount = next(
                 (
                     m
