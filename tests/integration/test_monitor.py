@@ -3,28 +3,41 @@
 The API test watches the session sandbox. The failure tests start a small sandbox of their
 own (Redis and a Celery worker that depends on it), kill its Redis, and watch the monitor
 (and, in headless Chromium, the page) turn it down within 3 s, name it as the root cause for
-the worker, and bring both back after `sandbox up`.
+the worker, and bring both back after `sandbox up`. The metrics tests run the monitor's
+server in-process over a Redis that is not there and read /metrics as prometheus-client does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
+from stackprobe.config import load_stack
+from stackprobe.monitor.core import Monitor
+from stackprobe.monitor.history import History
+from stackprobe.monitor.server import MonitorServer
+from stackprobe.monitor.state import Policy
 from stackprobe.sandbox.components.redis import CELERY_WORKER, REDIS
 from stackprobe.sandbox.manager import Sandbox
 from tests.conftest import RunningSandbox, free_port, need_binary
+from tests.integration.helpers import write_stack
 
 
 @dataclass
@@ -34,6 +47,15 @@ class Served:
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5, **kw)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of a /metrics answer in the text format, as prometheus-client parses it."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels} in:\n{text}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -93,14 +115,12 @@ def test_api_metrics_and_health_on_the_sandbox(
     assert run["schema_version"] == 1 and run["results"]
     assert not [r for r in run["results"] if r["disruptive"] and r["outcome"] != "skipped"]
     metrics = served.get("/metrics").text
-    for family in (
-        'stackprobe_service_up{service="cache",kind="redis"} 1',
-        'stackprobe_check_status{check="redis.connectivity.ping",service="cache",capability="connectivity"} 1',
-        "stackprobe_check_duration_seconds{",
-        'stackprobe_probe_latency_seconds{service="cache"}',
-        "stackprobe_coverage_ratio ",
-    ):
-        assert family in metrics, family
+    assert metric(metrics, "stackprobe_service_up", service="cache", kind="redis") == 1
+    ping = {"check": "redis.connectivity.ping", "service": "cache", "capability": "connectivity"}
+    assert metric(metrics, "stackprobe_check_status", **ping) == 1
+    assert metric(metrics, "stackprobe_check_duration_seconds", **ping) > 0
+    assert metric(metrics, "stackprobe_probe_latency_seconds", service="cache") > 0
+    assert 0 < metric(metrics, "stackprobe_coverage_ratio") <= 1
     detail = served.get("/api/services/cache").json()
     assert (
         detail["kind"] == "redis"
@@ -183,7 +203,10 @@ def test_killing_redis_turns_it_down_within_3s_and_back_up(
         3.0 - took + 0.5,
         "worker impacted",
     )
-    assert 'stackprobe_service_up{service="cache",kind="redis"} 0' in served.get("/metrics").text
+    assert (
+        metric(served.get("/metrics").text, "stackprobe_service_up", service="cache", kind="redis")
+        == 0
+    )
     small_sandbox.up()
     wait_until(lambda: served.get("/healthz").status_code == 200, 10, "all up again")
     cache = states(served)["cache"]
@@ -246,3 +269,103 @@ def test_page_in_headless_chromium_shows_down_and_root_cause(
         wait_until(lambda: tile("cache") in ("up", "degraded"), 15, "cache tile alive again")
     finally:
         driver.quit()
+
+
+# --- the server in-process -------------------------------------------------------------------
+
+NO_REDIS: dict[str, object] = {"cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0"}}
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    tmp_path: Path, services: dict[str, object] = NO_REDIS, token: str | None = None
+) -> AsyncIterator[tuple[Monitor, MonitorServer]]:
+    history = History(tmp_path / "history.sqlite", 3600)
+    stack = load_stack(write_stack(tmp_path, services))
+    monitor = Monitor(stack, history, policy=Policy(grace_s=0), probe_timeout=0.2)
+    server = MonitorServer(monitor, "127.0.0.1", 0, token)
+    await server.start()
+    try:
+        yield monitor, server
+    finally:
+        await server.close()
+        history.close()
+
+
+def _scrape(
+    tmp_path: Path, services: dict[str, object], accept: str | None = None
+) -> httpx.Response:
+    """/metrics after two probe rounds and one full run against a Redis that is not there."""
+
+    async def scenario() -> httpx.Response:
+        async with in_process(tmp_path, services) as (monitor, server):
+            await monitor.probe_round()
+            await monitor.probe_round()
+            await monitor.full_run()
+            headers = {"Accept": accept} if accept else {}
+            async with httpx.AsyncClient(timeout=5) as client:
+                return await client.get(f"http://127.0.0.1:{server.port}/metrics", headers=headers)
+
+    return asyncio.run(scenario())
+
+
+def test_metrics_parse_with_prometheus_client(tmp_path: Path) -> None:
+    response = _scrape(tmp_path, NO_REDIS)
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = response.text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {name: f.type for name, f in families.items()} == {
+        "stackprobe_service_up": "gauge",
+        "stackprobe_service_state": "gauge",
+        "stackprobe_probe_latency_seconds": "gauge",
+        "stackprobe_check_status": "gauge",
+        "stackprobe_check_duration_seconds": "gauge",
+        "stackprobe_coverage_ratio": "gauge",
+        "stackprobe_monitor_probe_rounds": "counter",  # the parser drops the counter's _total
+    }
+    assert "# TYPE stackprobe_monitor_probe_rounds_total counter" in text  # named as before
+    assert metric(text, "stackprobe_monitor_probe_rounds_total") == 2
+    assert metric(text, "stackprobe_service_up", service="cache", kind="redis") == 0
+    assert metric(text, "stackprobe_service_state", service="cache", state="down") == 1
+    assert not families["stackprobe_probe_latency_seconds"].samples  # no successful probe yet
+    ping = {"check": "redis.connectivity.ping", "service": "cache", "capability": "connectivity"}
+    assert metric(text, "stackprobe_check_status", **ping) == 0  # errored: nothing listens
+    assert metric(text, "stackprobe_check_duration_seconds", **ping) >= 0
+    assert metric(text, "stackprobe_coverage_ratio") == 0
+    assert metric(text, "stackprobe_coverage_ratio", service="cache") == 0
+
+
+def test_metric_label_values_are_redacted(tmp_path: Path) -> None:
+    # a secret that happens to be the service's name is masked wherever it appears
+    services: dict[str, object] = {
+        "cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0", "password": "cache"}
+    }
+    text = _scrape(tmp_path, services).text
+    assert "cache" not in text
+    assert metric(text, "stackprobe_service_up", service="***", kind="redis") == 0
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=1.0.0",
+        # what Prometheus 2.42 sends when it scrapes
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ],
+)
+def test_openmetrics_is_served_when_the_scraper_asks(tmp_path: Path, accept: str) -> None:
+    response = _scrape(tmp_path, NO_REDIS, accept)
+    assert response.headers["content-type"].startswith(
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )
+    assert response.text.endswith("# EOF\n")
+    parsed = openmetrics_families(response.text)  # type: ignore[no-untyped-call]  # unannotated upstream
+    families = {f.name: f for f in parsed}
+    rounds = families["stackprobe_monitor_probe_rounds"]
+    assert rounds.type == "counter"
+    assert [(s.name, s.value) for s in rounds.samples] == [
+        ("stackprobe_monitor_probe_rounds_total", 2)
+    ]
+    up = families["stackprobe_service_up"].samples
+    assert [(s.labels, s.value) for s in up] == [({"service": "cache", "kind": "redis"}, 0)]

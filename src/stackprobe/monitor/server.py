@@ -46,6 +46,7 @@ class MonitorServer:
         self.port = port
         self.token = token
         self.server: asyncio.Server | None = None
+        self.registry = metrics.registry_for(monitor)
 
     async def start(self) -> None:
         try:
@@ -120,7 +121,7 @@ class MonitorServer:
                 "401 Unauthorized",
                 {"error": "missing or wrong token (Authorization: Bearer <token>)"},
             )
-        return self.route(path, query)
+        return self.route(path, query, headers.get("accept", ""))
 
     def _authorized(self, headers: dict[str, str], query: dict[str, list[str]]) -> bool:
         if not self.token:
@@ -131,7 +132,9 @@ class MonitorServer:
         )
         return hmac.compare_digest(given.encode(), self.token.encode())
 
-    def route(self, path: str, query: dict[str, list[str]]) -> tuple[str, str, bytes]:
+    def route(
+        self, path: str, query: dict[str, list[str]], accept: str = ""
+    ) -> tuple[str, str, bytes]:
         m = self.monitor
         if path == "/":
             return "200 OK", "text/html; charset=utf-8", PAGE.encode()
@@ -159,7 +162,8 @@ class MonitorServer:
                 return _json("404 Not Found", {"error": "no full run has finished yet"})
             return "200 OK", "application/json", run.encode()
         if path == "/metrics":
-            return "200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render(m).encode()
+            body, content_type = metrics.exposition(self.registry, accept)
+            return "200 OK", content_type, body
         if path == "/healthz":
             doc = m.status_document()
             down = [n for n, s in doc["services"].items() if s["alive"] is not True]
