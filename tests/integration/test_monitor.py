@@ -3,8 +3,9 @@
 The API test watches the session sandbox. The failure tests start a small sandbox of their
 own (Redis and a Celery worker that depends on it), kill its Redis, and watch the monitor
 (and, in headless Chromium, the page) turn it down within 3 s, name it as the root cause for
-the worker, and bring both back after `sandbox up`. The metrics tests run the monitor's
-server in-process over a Redis that is not there and read /metrics as prometheus-client does.
+the worker, and bring both back after `sandbox up`. The server tests run the monitor's
+uvicorn server in-process over a Redis that is not there: half-open connections, the
+connection cap, /metrics as prometheus-client parses it, and the app mounted in another.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,11 +30,15 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from stackprobe.config import load_stack
+from stackprobe.errors import ConfigError
+from stackprobe.monitor import server as monitor_server
 from stackprobe.monitor.core import Monitor
 from stackprobe.monitor.history import History
-from stackprobe.monitor.server import MonitorServer
+from stackprobe.monitor.server import MonitorServer, create_app
 from stackprobe.monitor.state import Policy
 from stackprobe.sandbox.components.redis import CELERY_WORKER, REDIS
 from stackprobe.sandbox.manager import Sandbox
@@ -292,6 +298,89 @@ async def in_process(
         history.close()
 
 
+async def closed_within(reader: asyncio.StreamReader, started: float, limit: float) -> float:
+    """Seconds from `started` until the server closed the connection (inf: still open)."""
+    try:
+        async with asyncio.timeout(limit):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return float("inf")
+    except ConnectionError:
+        pass
+    return time.monotonic() - started
+
+
+def test_half_open_connections_are_dropped_while_requests_are_served(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[float], int]:
+        async with in_process(tmp_path) as (_, server):
+            opened = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(100)]
+            for _, writer in opened:
+                writer.write(b"GET /api/sta")  # half a request line, then nothing
+            # and one kept-alive connection that was served once, then sends half a request
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            length = int(head.split("content-length: ")[1].split("\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(b"GET /api/st")
+            opened.append((reader, writer))
+            started = time.monotonic()
+            watches = [asyncio.create_task(closed_within(r, started, 10)) for r, _ in opened]
+            async with httpx.AsyncClient(timeout=5) as client:
+                status = (
+                    await client.get(f"http://127.0.0.1:{server.port}/api/status")
+                ).status_code
+            closed = await asyncio.gather(*watches)
+            for _, writer in opened:
+                writer.close()
+            return closed, status
+
+    closed, status = asyncio.run(scenario())
+    assert status == 200
+    print(
+        f"101 half-open connections closed by the server after {min(closed):.2f}-{max(closed):.2f} s"
+    )
+    assert max(closed) <= 8.0, sorted(closed)[-5:]
+
+
+def test_connections_beyond_the_cap_are_closed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor_server, "MAX_CONNECTIONS", 10)
+
+    async def scenario() -> list[float]:
+        async with in_process(tmp_path) as (_, server):
+            opened = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(15)]
+            started = time.monotonic()
+            closed = await asyncio.gather(*(closed_within(r, started, 1.0) for r, _ in opened))
+            for _, writer in opened:
+                writer.close()
+            return closed
+
+    closed = asyncio.run(scenario())
+    assert sum(t < 1.0 for t in closed) == 5, closed
+
+
+def test_oversized_heads_and_other_methods_are_refused(tmp_path: Path) -> None:
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with in_process(tmp_path) as (_, server), httpx.AsyncClient(timeout=5) as client:
+            url = f"http://127.0.0.1:{server.port}/api/status"
+            big = await client.get(url, headers={"X-Filler": "x" * 20_000})
+            post = await client.post(url)
+            return big, post
+
+    big, post = asyncio.run(scenario())
+    assert (big.status_code, big.text) == (431, "request head too large")
+    assert (post.status_code, post.text, post.headers["allow"]) == (
+        405,
+        "only GET is served",
+        "GET",
+    )
+    assert post.headers["cache-control"] == "no-store"
+    assert post.headers["x-content-type-options"] == "nosniff"
+
+
 def _scrape(
     tmp_path: Path, services: dict[str, object], accept: str | None = None
 ) -> httpx.Response:
@@ -369,3 +458,79 @@ def test_openmetrics_is_served_when_the_scraper_asks(tmp_path: Path, accept: str
     ]
     up = families["stackprobe_service_up"].samples
     assert [(s.labels, s.value) for s in up] == [({"service": "cache", "kind": "redis"}, 0)]
+
+
+def test_the_app_mounts_in_another_asgi_app(tmp_path: Path) -> None:
+    async def scenario() -> dict[str, int]:
+        history = History(tmp_path / "history.sqlite", 3600)
+        monitor = Monitor(load_stack(write_stack(tmp_path, NO_REDIS)), history)
+        await monitor.probe_round()
+        app = Starlette(routes=[Mount("/health", app=create_app(monitor, token="s3cr3t"))])
+        transport = httpx.ASGITransport(app=app)
+        bearer = {"Authorization": "Bearer s3cr3t"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            codes = {
+                "page": (await client.get("/health/", params={"token": "s3cr3t"})).status_code,
+                "page without token": (await client.get("/health/")).status_code,
+                "api": (await client.get("/health/api/status", headers=bearer)).status_code,
+                "api without token": (await client.get("/health/api/status")).status_code,
+                "readyz": (await client.get("/health/readyz")).status_code,
+                "unknown": (await client.get("/health/nope", headers=bearer)).status_code,
+            }
+        history.close()
+        return codes
+
+    assert asyncio.run(scenario()) == {
+        "page": 200,
+        "page without token": 401,
+        "api": 200,
+        "api without token": 401,
+        "readyz": 200,
+        "unknown": 404,
+    }
+
+
+def test_a_port_in_use_is_a_one_line_config_error(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.sqlite", 3600)
+    monitor = Monitor(load_stack(write_stack(tmp_path, NO_REDIS)), history)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as exc:
+            asyncio.run(MonitorServer(monitor, "127.0.0.1", port).start())
+    history.close()
+    assert str(exc.value).startswith(f"--host/--port: cannot listen on 127.0.0.1:{port}: ")
+    assert "Address already in use" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_failing_view_answers_a_redacted_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services: dict[str, object] = {
+        "cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0", "password": "s3cr3t-pass"}
+    }
+    history = History(tmp_path / "history.sqlite", 3600)
+    monitor = Monitor(load_stack(write_stack(tmp_path, services)), history)
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("lost the password s3cr3t-pass")
+
+    monkeypatch.setattr(monitor, "status_document", broken)
+
+    async def scenario() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(monitor, token=None))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return await client.get("/api/status")
+
+    response = asyncio.run(scenario())
+    history.close()
+    assert (response.status_code, response.text) == (500, "error: lost the password ***")
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_ctrl_c_stops_serve_with_130(tmp_path: Path, serve: Callable[..., Served]) -> None:
+    served = serve(write_stack(tmp_path, NO_REDIS), "--full-interval", "3600")
+    wait_until(lambda: served.get("/api/runs/latest").status_code == 200, 30, "first full run")
+    served.proc.send_signal(signal.SIGINT)
+    _, stderr = served.proc.communicate(timeout=15)
+    assert served.proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
