@@ -282,20 +282,28 @@ def test_page_in_headless_chromium_shows_down_and_root_cause(
 NO_REDIS: dict[str, object] = {"cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0"}}
 
 
-@contextlib.asynccontextmanager
-async def in_process(
-    tmp_path: Path, services: dict[str, object] = NO_REDIS, token: str | None = None
-) -> AsyncIterator[tuple[Monitor, MonitorServer]]:
+@contextlib.contextmanager
+def monitor_of(tmp_path: Path, services: dict[str, object] = NO_REDIS) -> Iterator[Monitor]:
+    """A monitor (not probing yet, no grace) over a stack file with `services`."""
     history = History(tmp_path / "history.sqlite", 3600)
     stack = load_stack(write_stack(tmp_path, services))
-    monitor = Monitor(stack, history, policy=Policy(grace_s=0), probe_timeout=0.2)
-    server = MonitorServer(monitor, "127.0.0.1", 0, token)
-    await server.start()
     try:
-        yield monitor, server
+        yield Monitor(stack, history, policy=Policy(grace_s=0), probe_timeout=0.2)
     finally:
-        await server.close()
         history.close()
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    tmp_path: Path, services: dict[str, object] = NO_REDIS
+) -> AsyncIterator[tuple[Monitor, MonitorServer]]:
+    with monitor_of(tmp_path, services) as monitor:
+        server = MonitorServer(monitor, "127.0.0.1", 0)
+        await server.start()
+        try:
+            yield monitor, server
+        finally:
+            await server.close()
 
 
 async def closed_within(reader: asyncio.StreamReader, started: float, limit: float) -> float:
@@ -461,15 +469,13 @@ def test_openmetrics_is_served_when_the_scraper_asks(tmp_path: Path, accept: str
 
 
 def test_the_app_mounts_in_another_asgi_app(tmp_path: Path) -> None:
-    async def scenario() -> dict[str, int]:
-        history = History(tmp_path / "history.sqlite", 3600)
-        monitor = Monitor(load_stack(write_stack(tmp_path, NO_REDIS)), history)
+    async def scenario(monitor: Monitor) -> dict[str, int]:
         await monitor.probe_round()
         app = Starlette(routes=[Mount("/health", app=create_app(monitor, token="s3cr3t"))])
         transport = httpx.ASGITransport(app=app)
         bearer = {"Authorization": "Bearer s3cr3t"}
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            codes = {
+            return {
                 "page": (await client.get("/health/", params={"token": "s3cr3t"})).status_code,
                 "page without token": (await client.get("/health/")).status_code,
                 "api": (await client.get("/health/api/status", headers=bearer)).status_code,
@@ -477,10 +483,10 @@ def test_the_app_mounts_in_another_asgi_app(tmp_path: Path) -> None:
                 "readyz": (await client.get("/health/readyz")).status_code,
                 "unknown": (await client.get("/health/nope", headers=bearer)).status_code,
             }
-        history.close()
-        return codes
 
-    assert asyncio.run(scenario()) == {
+    with monitor_of(tmp_path) as monitor:
+        codes = asyncio.run(scenario(monitor))
+    assert codes == {
         "page": 200,
         "page without token": 401,
         "api": 200,
@@ -491,13 +497,10 @@ def test_the_app_mounts_in_another_asgi_app(tmp_path: Path) -> None:
 
 
 def test_a_port_in_use_is_a_one_line_config_error(tmp_path: Path) -> None:
-    history = History(tmp_path / "history.sqlite", 3600)
-    monitor = Monitor(load_stack(write_stack(tmp_path, NO_REDIS)), history)
-    with socket.create_server(("127.0.0.1", 0)) as taken:
+    with monitor_of(tmp_path) as monitor, socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError) as exc:
             asyncio.run(MonitorServer(monitor, "127.0.0.1", port).start())
-    history.close()
     assert str(exc.value).startswith(f"--host/--port: cannot listen on 127.0.0.1:{port}: ")
     assert "Address already in use" in str(exc.value) and "\n" not in str(exc.value)
 
@@ -508,21 +511,18 @@ def test_a_failing_view_answers_a_redacted_500(
     services: dict[str, object] = {
         "cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0", "password": "s3cr3t-pass"}
     }
-    history = History(tmp_path / "history.sqlite", 3600)
-    monitor = Monitor(load_stack(write_stack(tmp_path, services)), history)
 
     def broken() -> dict[str, Any]:
         raise RuntimeError("lost the password s3cr3t-pass")
 
-    monkeypatch.setattr(monitor, "status_document", broken)
-
-    async def scenario() -> httpx.Response:
+    async def scenario(monitor: Monitor) -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(monitor, token=None))
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             return await client.get("/api/status")
 
-    response = asyncio.run(scenario())
-    history.close()
+    with monitor_of(tmp_path, services) as monitor:
+        monkeypatch.setattr(monitor, "status_document", broken)
+        response = asyncio.run(scenario(monitor))
     assert (response.status_code, response.text) == (500, "error: lost the password ***")
     assert response.headers["referrer-policy"] == "no-referrer"
 
