@@ -1,25 +1,28 @@
-"""A tiny DNS SRV client over UDP (RFC 1035 / RFC 2782), stdlib only.
+"""One DNS SRV question to one server, through dnspython.
 
 Service registries such as Consul answer DNS on their own port; this asks one SRV question
-there and reads the answer, with the A records of the additional section, without any
-resolver configuration of the machine getting in the way.
+there over UDP (again over TCP when the answer is truncated) and reads the answer, with the
+A records of the additional section, without the machine's resolver configuration getting in
+the way. Failures are one-line `DnsError`s. (This module is `stackprobe.dns`; the absolute
+`import dns.*` below is dnspython.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import socket
-import struct
 from dataclasses import dataclass, field
 
-from stackprobe.errors import ServiceError
+import dns.asyncbackend
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+from dns.rdtypes.IN.A import A
+from dns.rdtypes.IN.SRV import SRV
 
-TYPE_A = 1
-TYPE_SRV = 33
-CLASS_IN = 1
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-MAX_PACKET = 65535
+from stackprobe.errors import ServiceError
 
 
 class DnsError(ServiceError):
@@ -45,102 +48,65 @@ class SrvAnswer:
     truncated: bool = False
 
 
-def encode_query(name: str, qtype: int = TYPE_SRV, query_id: int | None = None) -> bytes:
-    """A recursion-desired query for one name."""
-    qid = secrets.randbits(16) if query_id is None else query_id
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    labels = b""
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("ascii")
-        if not 0 < len(raw) < 64:
-            raise DnsError(f"bad DNS label {label!r} in {name!r}")
-        labels += bytes([len(raw)]) + raw
-    return header + labels + b"\x00" + struct.pack("!HH", qtype, CLASS_IN)
-
-
-def _read_name(packet: bytes, offset: int) -> tuple[str, int]:
-    """A possibly compressed name at `offset`; returns it and the offset after it."""
-    labels: list[str] = []
-    end: int | None = None
-    jumps = 0
-    while True:
-        if offset >= len(packet):
-            raise DnsError("truncated name in DNS answer")
-        length = packet[offset]
-        if length & 0xC0 == 0xC0:
-            if offset + 1 >= len(packet):
-                raise DnsError("truncated pointer in DNS answer")
-            if end is None:
-                end = offset + 2
-            jumps += 1
-            if jumps > 32:
-                raise DnsError("DNS name compression loop")
-            offset = ((length & 0x3F) << 8) | packet[offset + 1]
-            continue
-        if length == 0:
-            return ".".join(labels) + ".", end if end is not None else offset + 1
-        labels.append(packet[offset + 1 : offset + 1 + length].decode("ascii", "replace"))
-        offset += 1 + length
-
-
-def decode_answer(packet: bytes, query_id: int | None = None) -> SrvAnswer:
-    """Parse a DNS response: SRV records of the answer section, A records of all sections."""
-    if len(packet) < 12:
-        raise DnsError(f"DNS answer too short ({len(packet)} bytes)")
-    qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", packet[:12])
-    if query_id is not None and qid != query_id:
-        raise DnsError(f"DNS answer id {qid} does not match query id {query_id}")
-    if not flags & 0x8000:
-        raise DnsError("DNS packet is not a response")
-    offset = 12
-    for _ in range(qd):
-        _, offset = _read_name(packet, offset)
-        offset += 4
-    records: list[SrvRecord] = []
+def _answer(response: dns.message.Message) -> SrvAnswer:
+    """SRV records of the answer section, A records of every section."""
+    records = [
+        SrvRecord(rd.priority, rd.weight, rd.port, rd.target.to_text(), rrset.ttl)
+        for rrset in response.answer
+        for rd in rrset
+        if isinstance(rd, SRV)
+    ]
     addresses: dict[str, list[str]] = {}
-    for index in range(an + ns + ar):
-        name, offset = _read_name(packet, offset)
-        if offset + 10 > len(packet):
-            raise DnsError("truncated resource record in DNS answer")
-        rtype, _rclass, ttl, rdlength = struct.unpack("!HHIH", packet[offset : offset + 10])
-        offset += 10
-        rdata_at = offset
-        offset += rdlength
-        if offset > len(packet):
-            raise DnsError("truncated record data in DNS answer")
-        if rtype == TYPE_SRV and index < an:
-            priority, weight, port = struct.unpack("!HHH", packet[rdata_at : rdata_at + 6])
-            target, _ = _read_name(packet, rdata_at + 6)
-            records.append(SrvRecord(priority, weight, port, target, ttl))
-        elif rtype == TYPE_A and rdlength == 4:
-            addresses.setdefault(name.lower(), []).append(socket.inet_ntoa(packet[rdata_at:offset]))
-    rcode = RCODES.get(flags & 0x000F, str(flags & 0x000F))
-    return SrvAnswer(rcode, records, addresses, truncated=bool(flags & 0x0200))
+    for rrset in (*response.answer, *response.authority, *response.additional):
+        for rd in rrset:
+            if isinstance(rd, A):
+                addresses.setdefault(rrset.name.to_text().lower(), []).append(rd.address)
+    return SrvAnswer(
+        dns.rcode.to_text(response.rcode()),
+        records,
+        addresses,
+        truncated=bool(response.flags & dns.flags.TC),
+    )
 
 
 async def query_srv(host: str, port: int, name: str, timeout: float = 2.0) -> SrvAnswer:
-    """Ask `host:port` over UDP for the SRV records of `name`; DnsError on no answer."""
-    qid = secrets.randbits(16)
-    query = encode_query(name, TYPE_SRV, qid)
+    """Ask `host:port` for the SRV records of `name` (UDP, TCP if truncated); DnsError if not."""
+    try:
+        query = dns.message.make_query(name, "SRV")
+    except dns.exception.DNSException as exc:
+        raise DnsError(f"bad DNS name {name!r}: {exc}") from None
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except OSError as exc:
         raise DnsError(f"cannot resolve DNS server {host}: {exc.strerror or exc}") from None
     family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, address)
-                await loop.sock_sendall(sock, query)
-                while True:  # ignore stray datagrams that are not the answer to our query
-                    packet = await loop.sock_recv(sock, MAX_PACKET)
-                    if len(packet) >= 2 and struct.unpack("!H", packet[:2])[0] == qid:
-                        return decode_answer(packet, qid)
-        except TimeoutError:
-            raise DnsError(f"no DNS answer from {host}:{port} within {timeout:g} s") from None
-        except OSError as exc:
-            raise DnsError(
-                f"DNS query to {host}:{port} failed: {exc.strerror or type(exc).__name__}"
-            ) from None
+    where = str(address[0])
+    backend = dns.asyncbackend.get_backend("asyncio")
+    try:
+        async with asyncio.timeout(timeout):  # UDP and the TCP retry together
+            # connected, so that the ICMP refusal of a closed port is heard at once
+            sock = await backend.make_socket(  # type: ignore[no-untyped-call]  # unannotated upstream
+                family, socket.SOCK_DGRAM, 0, None, (where, port)
+            )
+            async with sock:
+                response, _ = await dns.asyncquery.udp_with_fallback(
+                    query,
+                    where,
+                    timeout=timeout,
+                    port=port,
+                    ignore_unexpected=True,
+                    udp_sock=sock,
+                    backend=backend,
+                    # a stray or garbled (even spoofed) datagram is not the answer: wait on
+                    ignore_errors=True,
+                )
+    except (TimeoutError, dns.exception.Timeout):
+        raise DnsError(f"no DNS answer from {host}:{port} within {timeout:g} s") from None
+    except OSError as exc:
+        raise DnsError(
+            f"DNS query to {host}:{port} failed: {exc.strerror or type(exc).__name__}"
+        ) from None
+    except (dns.exception.DNSException, EOFError) as exc:
+        raise DnsError(f"bad DNS answer from {host}:{port}: {exc or type(exc).__name__}") from None
+    return _answer(response)

@@ -3,29 +3,48 @@
 The API test watches the session sandbox. The failure tests start a small sandbox of their
 own (Redis and a Celery worker that depends on it), kill its Redis, and watch the monitor
 (and, in headless Chromium, the page) turn it down within 3 s, name it as the root cause for
-the worker, and bring both back after `sandbox up`.
+the worker, and bring both back after `sandbox up`. The server tests run the monitor's
+uvicorn server in-process over a Redis that is not there: half-open connections, the
+connection cap, /metrics as prometheus-client parses it, and the app mounted in another.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
+from stackprobe.errors import ConfigError
+from stackprobe.loader import load_stack
+from stackprobe.monitor import server as monitor_server
+from stackprobe.monitor.core import Monitor
+from stackprobe.monitor.history import History
+from stackprobe.monitor.server import MonitorServer, create_app
+from stackprobe.monitor.state import Policy
 from stackprobe.sandbox.components.redis import CELERY_WORKER, REDIS
 from stackprobe.sandbox.manager import Sandbox
 from tests.conftest import RunningSandbox, free_port, need_binary
+from tests.integration.helpers import write_stack
 
 
 @dataclass
@@ -35,6 +54,15 @@ class Served:
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5, **kw)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of a /metrics answer in the text format, as prometheus-client parses it."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels} in:\n{text}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -102,14 +130,12 @@ def test_api_metrics_and_health_on_the_sandbox(
     assert run["coverage"]["services"]["stack"]["capabilities"]["service-health"] == "passed"
     assert not [r for r in run["results"] if r["disruptive"] and r["outcome"] != "skipped"]
     metrics = served.get("/metrics").text
-    for family in (
-        'stackprobe_service_up{service="cache",kind="redis"} 1',
-        'stackprobe_check_status{check="redis.connectivity.ping",service="cache",capability="connectivity"} 1',
-        "stackprobe_check_duration_seconds{",
-        'stackprobe_probe_latency_seconds{service="cache"}',
-        "stackprobe_coverage_ratio ",
-    ):
-        assert family in metrics, family
+    assert metric(metrics, "stackprobe_service_up", service="cache", kind="redis") == 1
+    ping = {"check": "redis.connectivity.ping", "service": "cache", "capability": "connectivity"}
+    assert metric(metrics, "stackprobe_check_status", **ping) == 1
+    assert metric(metrics, "stackprobe_check_duration_seconds", **ping) > 0
+    assert metric(metrics, "stackprobe_probe_latency_seconds", service="cache") > 0
+    assert 0 < metric(metrics, "stackprobe_coverage_ratio") <= 1
     detail = served.get("/api/services/cache").json()
     assert (
         detail["kind"] == "redis"
@@ -192,7 +218,10 @@ def test_killing_redis_turns_it_down_within_3s_and_back_up(
         3.0 - took + 0.5,
         "worker impacted",
     )
-    assert 'stackprobe_service_up{service="cache",kind="redis"} 0' in served.get("/metrics").text
+    assert (
+        metric(served.get("/metrics").text, "stackprobe_service_up", service="cache", kind="redis")
+        == 0
+    )
     small_sandbox.up()
     wait_until(lambda: served.get("/healthz").status_code == 200, 10, "all up again")
     cache = states(served)["cache"]
@@ -255,3 +284,277 @@ def test_page_in_headless_chromium_shows_down_and_root_cause(
         wait_until(lambda: tile("cache") in ("up", "degraded"), 15, "cache tile alive again")
     finally:
         driver.quit()
+
+
+# --- the server in-process -------------------------------------------------------------------
+
+NO_REDIS: dict[str, object] = {"cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0"}}
+
+
+@contextlib.contextmanager
+def monitor_of(tmp_path: Path, services: dict[str, object] = NO_REDIS) -> Iterator[Monitor]:
+    """A monitor (not probing yet, no grace) over a stack file with `services`."""
+    history = History(tmp_path / "history.sqlite", 3600)
+    stack = load_stack(write_stack(tmp_path, services))
+    try:
+        yield Monitor(stack, history, policy=Policy(grace_s=0), probe_timeout=0.2)
+    finally:
+        history.close()
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    tmp_path: Path, services: dict[str, object] = NO_REDIS
+) -> AsyncIterator[tuple[Monitor, MonitorServer]]:
+    with monitor_of(tmp_path, services) as monitor:
+        server = MonitorServer(monitor, "127.0.0.1", 0)
+        await server.start()
+        try:
+            yield monitor, server
+        finally:
+            await server.close()
+
+
+async def closed_within(reader: asyncio.StreamReader, started: float, limit: float) -> float:
+    """Seconds from `started` until the server closed the connection (inf: still open)."""
+    try:
+        async with asyncio.timeout(limit):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return float("inf")
+    except ConnectionError:
+        pass
+    return time.monotonic() - started
+
+
+def test_half_open_connections_are_dropped_while_requests_are_served(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[float], int]:
+        async with in_process(tmp_path) as (_, server):
+            opened = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(100)]
+            for _, writer in opened:
+                writer.write(b"GET /api/sta")  # half a request line, then nothing
+            # and one kept-alive connection that was served once, then sends half a request
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            length = int(head.split("content-length: ")[1].split("\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(b"GET /api/st")
+            opened.append((reader, writer))
+            started = time.monotonic()
+            watches = [asyncio.create_task(closed_within(r, started, 10)) for r, _ in opened]
+            async with httpx.AsyncClient(timeout=5) as client:
+                status = (
+                    await client.get(f"http://127.0.0.1:{server.port}/api/status")
+                ).status_code
+            closed = await asyncio.gather(*watches)
+            for _, writer in opened:
+                writer.close()
+            return closed, status
+
+    closed, status = asyncio.run(scenario())
+    assert status == 200
+    print(
+        f"101 half-open connections closed by the server after {min(closed):.2f}-{max(closed):.2f} s"
+    )
+    assert max(closed) <= 8.0, sorted(closed)[-5:]
+
+
+def test_connections_beyond_the_cap_are_closed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor_server, "MAX_CONNECTIONS", 10)
+
+    async def scenario() -> list[float]:
+        async with in_process(tmp_path) as (_, server):
+            opened = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(15)]
+            started = time.monotonic()
+            closed = await asyncio.gather(*(closed_within(r, started, 1.0) for r, _ in opened))
+            for _, writer in opened:
+                writer.close()
+            return closed
+
+    closed = asyncio.run(scenario())
+    assert sum(t < 1.0 for t in closed) == 5, closed
+
+
+def test_oversized_heads_and_other_methods_are_refused(tmp_path: Path) -> None:
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with in_process(tmp_path) as (_, server), httpx.AsyncClient(timeout=5) as client:
+            url = f"http://127.0.0.1:{server.port}/api/status"
+            big = await client.get(url, headers={"X-Filler": "x" * 20_000})
+            post = await client.post(url)
+            return big, post
+
+    big, post = asyncio.run(scenario())
+    assert (big.status_code, big.text) == (431, "request head too large")
+    assert (post.status_code, post.text, post.headers["allow"]) == (
+        405,
+        "only GET is served",
+        "GET",
+    )
+    assert post.headers["cache-control"] == "no-store"
+    assert post.headers["x-content-type-options"] == "nosniff"
+
+
+def _scrape(
+    tmp_path: Path, services: dict[str, object], accept: str | None = None
+) -> httpx.Response:
+    """/metrics after two probe rounds and one full run against a Redis that is not there."""
+
+    async def scenario() -> httpx.Response:
+        async with in_process(tmp_path, services) as (monitor, server):
+            await monitor.probe_round()
+            await monitor.probe_round()
+            await monitor.full_run()
+            headers = {"Accept": accept} if accept else {}
+            async with httpx.AsyncClient(timeout=5) as client:
+                return await client.get(f"http://127.0.0.1:{server.port}/metrics", headers=headers)
+
+    return asyncio.run(scenario())
+
+
+def test_metrics_parse_with_prometheus_client(tmp_path: Path) -> None:
+    response = _scrape(tmp_path, NO_REDIS)
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = response.text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {name: f.type for name, f in families.items()} == {
+        "stackprobe_service_up": "gauge",
+        "stackprobe_service_state": "gauge",
+        "stackprobe_probe_latency_seconds": "gauge",
+        "stackprobe_check_status": "gauge",
+        "stackprobe_check_duration_seconds": "gauge",
+        "stackprobe_coverage_ratio": "gauge",
+        "stackprobe_monitor_probe_rounds": "counter",  # the parser drops the counter's _total
+    }
+    assert "# TYPE stackprobe_monitor_probe_rounds_total counter" in text  # named as before
+    assert metric(text, "stackprobe_monitor_probe_rounds_total") == 2
+    assert metric(text, "stackprobe_service_up", service="cache", kind="redis") == 0
+    assert metric(text, "stackprobe_service_state", service="cache", state="down") == 1
+    assert not families["stackprobe_probe_latency_seconds"].samples  # no successful probe yet
+    ping = {"check": "redis.connectivity.ping", "service": "cache", "capability": "connectivity"}
+    assert metric(text, "stackprobe_check_status", **ping) == 0  # errored: nothing listens
+    assert metric(text, "stackprobe_check_duration_seconds", **ping) >= 0
+    assert metric(text, "stackprobe_coverage_ratio") == 0
+    assert metric(text, "stackprobe_coverage_ratio", service="cache") == 0
+
+
+def test_metric_label_values_are_redacted(tmp_path: Path) -> None:
+    # a secret that happens to be the service's name is masked wherever it appears
+    services: dict[str, object] = {
+        "cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0", "password": "cache"}
+    }
+    text = _scrape(tmp_path, services).text
+    assert "cache" not in text
+    assert metric(text, "stackprobe_service_up", service="***", kind="redis") == 0
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=1.0.0",
+        # what Prometheus 2.42 sends when it scrapes
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ],
+)
+def test_openmetrics_is_served_when_the_scraper_asks(tmp_path: Path, accept: str) -> None:
+    response = _scrape(tmp_path, NO_REDIS, accept)
+    assert response.headers["content-type"].startswith(
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )
+    assert response.text.endswith("# EOF\n")
+    parsed = openmetrics_families(response.text)  # type: ignore[no-untyped-call]  # unannotated upstream
+    families = {f.name: f for f in parsed}
+    rounds = families["stackprobe_monitor_probe_rounds"]
+    assert rounds.type == "counter"
+    assert [(s.name, s.value) for s in rounds.samples] == [
+        ("stackprobe_monitor_probe_rounds_total", 2)
+    ]
+    up = families["stackprobe_service_up"].samples
+    assert [(s.labels, s.value) for s in up] == [({"service": "cache", "kind": "redis"}, 0)]
+
+
+def test_the_app_mounts_in_another_asgi_app(tmp_path: Path) -> None:
+    async def scenario(monitor: Monitor) -> dict[str, int]:
+        await monitor.probe_round()
+        app = Starlette(routes=[Mount("/health", app=create_app(monitor, token="s3cr3t"))])
+        transport = httpx.ASGITransport(app=app)
+        bearer = {"Authorization": "Bearer s3cr3t"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return {
+                "page": (await client.get("/health/", params={"token": "s3cr3t"})).status_code,
+                "page without token": (await client.get("/health/")).status_code,
+                "api": (await client.get("/health/api/status", headers=bearer)).status_code,
+                "api without token": (await client.get("/health/api/status")).status_code,
+                "readyz": (await client.get("/health/readyz")).status_code,
+                "unknown": (await client.get("/health/nope", headers=bearer)).status_code,
+            }
+
+    with monitor_of(tmp_path) as monitor:
+        codes = asyncio.run(scenario(monitor))
+    assert codes == {
+        "page": 200,
+        "page without token": 401,
+        "api": 200,
+        "api without token": 401,
+        "readyz": 200,
+        "unknown": 404,
+    }
+
+
+def test_a_port_in_use_is_a_one_line_config_error(tmp_path: Path) -> None:
+    with monitor_of(tmp_path) as monitor, socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as exc:
+            asyncio.run(MonitorServer(monitor, "127.0.0.1", port).start())
+    assert str(exc.value).startswith(f"--host/--port: cannot listen on 127.0.0.1:{port}: ")
+    assert "Address already in use" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_failing_view_answers_a_redacted_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services: dict[str, object] = {
+        "cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0", "password": "s3cr3t-pass"}
+    }
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("lost the password s3cr3t-pass")
+
+    async def scenario(monitor: Monitor) -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(monitor, token=None))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return await client.get("/api/status")
+
+    with monitor_of(tmp_path, services) as monitor:
+        monkeypatch.setattr(monitor, "status_document", broken)
+        response = asyncio.run(scenario(monitor))
+    assert (response.status_code, response.text) == (500, "error: lost the password ***")
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_ctrl_c_stops_serve_with_130(tmp_path: Path, serve: Callable[..., Served]) -> None:
+    served = serve(write_stack(tmp_path, NO_REDIS), "--full-interval", "3600")
+    wait_until(lambda: served.get("/api/runs/latest").status_code == 200, 30, "first full run")
+    served.proc.send_signal(signal.SIGINT)
+    _, stderr = served.proc.communicate(timeout=15)
+    assert served.proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
+def test_ctrl_c_during_the_first_full_run_stops_serve_at_once(
+    sandbox: RunningSandbox, serve: Callable[..., Served]
+) -> None:
+    """The first full run on the sandbox takes seconds: Ctrl-C inside it must not wait for the
+    next full interval (an hour here) before the monitor stops."""
+    served = serve(sandbox.sandbox.stack_file, "--full-interval", "3600")
+    time.sleep(2)  # inside the first full run's checks (the sandbox's take about 6 s)
+    assert served.get("/api/runs/latest").status_code == 404  # the first run is still going
+    started = time.monotonic()
+    served.proc.send_signal(signal.SIGINT)
+    _, stderr = served.proc.communicate(timeout=30)
+    assert served.proc.returncode == 130, stderr
+    assert time.monotonic() - started < 20 and "Traceback" not in stderr

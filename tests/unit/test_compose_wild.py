@@ -20,7 +20,7 @@ from stackprobe.compose.images import data_dirs, kind_of
 from stackprobe.compose.lifecycle import lifecycle
 from stackprobe.compose.lint import lint
 from stackprobe.compose.model import ComposeFile, load_compose
-from stackprobe.config import load_stack
+from stackprobe.loader import load_stack
 
 WILD = Path(__file__).resolve().parent / "compose_wild"
 CORPUS = sorted(

@@ -15,9 +15,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "errors", "durations", "state", "redact", "ids", "urls", "config", "explain", "http",
         "otlp", "dns", "check", "httpserver",
     ),
-    "kinds": ("kinds", "services", "compose.model", "compose.engine", "compose.images",
-              "compose.lint", "compose.discover"),
-    "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean",
+    "kinds": ("kinds", "services", "compose"),  # the compose library the compose kind uses
+    "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover",
                "report", "sandbox", "testing", "progress"),
     "front": ("cli", "pytest_plugin", "monitor", "compose.commands", "__main__", "__init__"),
 }  # fmt: skip
@@ -31,10 +30,16 @@ def module_name(path: Path) -> str:
 
 
 def layer_of(module: str) -> str:
-    for layer, prefixes in LAYERS.items():
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return layer
-    raise AssertionError(f"stackprobe.{module} is in no layer: add it to LAYERS")
+    """The layer of the longest prefix that names `module` (compose.commands is a front end)."""
+    found = [
+        (len(p), layer)
+        for layer, prefixes in LAYERS.items()
+        for p in prefixes
+        if module == p or module.startswith(p + ".")
+    ]
+    if not found:
+        raise AssertionError(f"stackprobe.{module} is in no layer: add it to LAYERS")
+    return max(found)[1]
 
 
 def imports(path: Path) -> set[str]:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from stackprobe.catalog import known_kinds
 from stackprobe.compose.images import (
     PROFILES,
     kind_of,
@@ -438,8 +439,6 @@ def _read_mounted(svc: Service, target: str, host: Path, base: Path) -> list[str
 
 def _links(d: _Discoverer, services: dict[str, Entry], origin: dict[str, Service]) -> None:
     """Set `links.<role>` where a role has several candidates, from the Compose file."""
-    from stackprobe.catalog import known_kinds  # the catalog imports every kind module
-
     kinds = known_kinds()
     mentions = _Mentions(d.compose)
     for name, entry in services.items():

@@ -79,6 +79,8 @@ class Monitor:
         """The full non-disruptive suite (disruptive checks are never planned here)."""
         plan = make_plan(self.stack, Selection(allow_disruption=False))
         result = await Runner(plan, kinds=self.kinds).run()
+        if result.interrupted:  # Ctrl-C reached the run: the monitor stops too
+            raise asyncio.CancelledError
         self.latest_run = result
         self.history.record_run(result.run_id, result.to_json())
         if self.state is not None:

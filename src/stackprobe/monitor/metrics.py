@@ -1,83 +1,101 @@
-"""The monitor's state in the Prometheus text exposition format (version 0.0.4)."""
+"""The monitor's state as Prometheus metrics, through prometheus-client.
+
+A collector reads the monitor at each scrape; each server gets its own registry (never the
+process-wide default one), rendered in the Prometheus text format 0.0.4, or in OpenMetrics
+when the scraper's Accept header asks for it. Label values go through the stack's redaction.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from stackprobe.check import Outcome
 from stackprobe.monitor.core import Monitor
 
 
-def _labels(**labels: str) -> str:
-    def esc(value: str) -> str:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class MonitorCollector(Collector):
+    """stackprobe_* families from the monitor's trackers, statuses and last full run."""
 
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
 
-
-def render(monitor: Monitor) -> str:
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
-
-    statuses = monitor.statuses()
-    family("stackprobe_service_up", "gauge", "1 when the service's liveness verdict is up, else 0")
-    for name, status in statuses.items():
-        kind = monitor.stack.service(name).kind
-        lines.append(
-            f"stackprobe_service_up{_labels(service=name, kind=kind)} {1 if status.alive else 0}"
+    def collect(self) -> Iterator[Metric]:
+        m = self.monitor
+        label = m.redactor.text
+        statuses = m.statuses()
+        up = GaugeMetricFamily(
+            "stackprobe_service_up",
+            "1 when the service's liveness verdict is up, else 0",
+            labels=["service", "kind"],
         )
-    family(
-        "stackprobe_service_state",
-        "gauge",
-        "1 for the service's current state (up, degraded, down, unknown, unstable)",
-    )
-    for name, status in statuses.items():
-        lines.append(f"stackprobe_service_state{_labels(service=name, state=status.state.value)} 1")
-    family(
-        "stackprobe_probe_latency_seconds", "gauge", "latency of the last successful liveness probe"
-    )
-    for name, tracker in monitor.trackers.items():
-        if tracker.last_latency_s is not None:
-            lines.append(
-                f"stackprobe_probe_latency_seconds{_labels(service=name)} {tracker.last_latency_s:.6f}"
-            )
-    run = monitor.latest_run
-    family(
-        "stackprobe_check_status",
-        "gauge",
-        "1 when the check passed in the last full run, 0 when it failed or errored",
-    )
-    family(
-        "stackprobe_check_duration_seconds", "gauge", "duration of the check in the last full run"
-    )
-    status_lines, duration_lines = [], []
-    for r in run.results if run else []:
-        if r.outcome is Outcome.SKIPPED:
-            continue
-        labels = _labels(check=r.check, service=r.service, capability=r.capability)
-        status_lines.append(
-            f"stackprobe_check_status{labels} {1 if r.outcome is Outcome.PASSED else 0}"
+        state = GaugeMetricFamily(
+            "stackprobe_service_state",
+            "1 for the service's current state (up, degraded, down, unknown, unstable)",
+            labels=["service", "state"],
         )
-        duration_lines.append(f"stackprobe_check_duration_seconds{labels} {r.duration_s:.6f}")
-    # families must be contiguous: put each family's samples right after its own header
-    at = lines.index("# TYPE stackprobe_check_status gauge") + 1
-    lines[at:at] = status_lines
-    lines.extend(duration_lines)
-    family(
-        "stackprobe_coverage_ratio",
-        "gauge",
-        "covered capabilities / capabilities, overall and per service, in the last full run",
-    )
-    if run:
-        lines.append(f"stackprobe_coverage_ratio {run.coverage.percent / 100:.4f}")
-        for name, cov in run.coverage.services.items():
-            lines.append(
-                f"stackprobe_coverage_ratio{_labels(service=name)} {cov.percent / 100:.4f}"
+        for name, status in statuses.items():
+            up.add_metric(
+                [label(name), label(m.stack.service(name).kind)], 1 if status.alive else 0
             )
-    family(
-        "stackprobe_monitor_probe_rounds_total",
-        "counter",
-        "liveness probe rounds since the monitor started",
-    )
-    lines.append(f"stackprobe_monitor_probe_rounds_total {monitor.rounds}")
-    return "\n".join(lines) + "\n"
+            state.add_metric([label(name), label(status.state.value)], 1)
+        latency = GaugeMetricFamily(
+            "stackprobe_probe_latency_seconds",
+            "latency of the last successful liveness probe",
+            labels=["service"],
+        )
+        for name, tracker in m.trackers.items():
+            if tracker.last_latency_s is not None:
+                latency.add_metric([label(name)], round(tracker.last_latency_s, 6))
+        yield from (up, state, latency)
+
+        run = m.latest_run
+        check_labels = ["check", "service", "capability"]
+        check_status = GaugeMetricFamily(
+            "stackprobe_check_status",
+            "1 when the check passed in the last full run, 0 when it failed or errored",
+            labels=check_labels,
+        )
+        duration = GaugeMetricFamily(
+            "stackprobe_check_duration_seconds",
+            "duration of the check in the last full run",
+            labels=check_labels,
+        )
+        coverage = GaugeMetricFamily(
+            "stackprobe_coverage_ratio",
+            "covered capabilities / capabilities, overall and per service, in the last full run",
+            labels=["service"],
+        )
+        if run:
+            for r in run.results:
+                if r.outcome is Outcome.SKIPPED:
+                    continue
+                values = [label(r.check), label(r.service), label(r.capability)]
+                check_status.add_metric(values, 1 if r.outcome is Outcome.PASSED else 0)
+                duration.add_metric(values, round(r.duration_s, 6))
+            coverage.add_metric([], round(run.coverage.percent / 100, 4))  # overall: no label
+            for name, cov in run.coverage.services.items():
+                coverage.add_metric([label(name)], round(cov.percent / 100, 4))
+        yield from (check_status, duration, coverage)
+        # exposed as stackprobe_monitor_probe_rounds_total: the exposition appends _total
+        yield CounterMetricFamily(
+            "stackprobe_monitor_probe_rounds",
+            "liveness probe rounds since the monitor started",
+            value=m.rounds,
+        )
+
+
+def registry_for(monitor: Monitor) -> CollectorRegistry:
+    """A private registry holding only this monitor's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MonitorCollector(monitor))
+    return registry
+
+
+def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """(body, content type): OpenMetrics when `accept` asks for it, else text format 0.0.4."""
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type
