@@ -98,6 +98,7 @@ class CheckContext(Generic[ClientT]):
     options: Any = None
     expectations: Any = None
     services: ServiceOpener | None = None
+    sandbox: bool = False  # the run is on the sandbox (disruption allowed everywhere)
     evidence: dict[str, Any] = field(default_factory=dict)
     _cleanups: list[tuple[str, Callable[[], Awaitable[Any] | Any]]] = field(default_factory=list)
 
@@ -112,6 +113,12 @@ class CheckContext(Generic[ClientT]):
         """(name, client) of the service that plays `role` for this one, opened once per run."""
         name = self.linked_name(role)
         return name, await self.open(name)
+
+    def require_disruption(self, name: str) -> None:
+        """A stack-level check about to disrupt `name`: allowed on the sandbox, else only when
+        the stack file says `services.<name>.disruption: allowed` (skipped otherwise)."""
+        if not self.sandbox and self.stack.service(name).disruption != "allowed":
+            raise CheckSkipped(f"disruptive: services.{name}.disruption is not 'allowed'")
 
     async def open(self, name: str) -> Any:
         """The client of another service of the stack, opened once per run."""

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from stackprobe.catalog import known_kinds
-from stackprobe.config import Stack, StackConfig, Typed, parse_stack
+from stackprobe.config import ServiceConfig, Stack, StackConfig, Typed, parse_stack
 from stackprobe.errors import ConfigError
 from stackprobe.kinds import Kind
+from stackprobe.services import stack as stack_kind
 
 
 def load_stack(
@@ -32,6 +33,21 @@ def load_stack(
         raise ConfigError(problems[0], problems)
     typed = {name: kinds[svc.kind].typed(svc) for name, svc in stack.config.services.items()}
     return replace(stack, links=links, typed=typed)
+
+
+STACK_KIND = stack_kind.KIND_NAME
+
+
+def with_stack_service(stack: Stack) -> tuple[Stack, str]:
+    """The stack with a service of kind `stack` (its own, or one named `stack` added), and that
+    service's name: stack-level checks run on it."""
+    for name, svc in stack.services.items():
+        if svc.kind == STACK_KIND:
+            return stack, name
+    name = "stack" if "stack" not in stack.services else "stack-level"
+    services = {**stack.services, name: ServiceConfig(kind=STACK_KIND)}
+    config = stack.config.model_copy(update={"services": services})
+    return replace(stack, config=config), name
 
 
 def typed_of(stack: Stack, name: str, kind: Kind[Any]) -> Typed:

@@ -26,7 +26,7 @@ from stackprobe.errors import ConfigError, outcome_of
 from stackprobe.explain import explain
 from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.kinds import Kind
-from stackprobe.loader import typed_of
+from stackprobe.loader import STACK_KIND, typed_of, with_stack_service
 from stackprobe.redact import Redactor
 from stackprobe.results import CheckResult, RunResult
 
@@ -59,6 +59,7 @@ class Plan:
     items: tuple[PlanItem, ...]
     services: dict[str, tuple[str, tuple[str, ...]]]  # name -> (kind, capabilities)
     skipped: tuple[tuple[PlanItem, str], ...] = ()
+    sandbox: bool = False  # the stack is the sandbox: disruption needs no `disruption: allowed`
 
 
 class Progress(Protocol):
@@ -123,7 +124,34 @@ def make_plan(stack: Stack, selection: Selection) -> Plan:
                 skipped.append((item, f"disruptive: services.{name}.disruption is not 'allowed'"))
             else:
                 items.append(item)
-    return Plan(stack=stack, items=tuple(items), services=services, skipped=tuple(skipped))
+    return Plan(
+        stack=stack,
+        items=tuple(items),
+        services=services,
+        skipped=tuple(skipped),
+        sandbox=selection.sandbox,
+    )
+
+
+def stack_plan(stack: Stack, specs: list[CheckSpec], selection: Selection) -> Plan:
+    """A plan of stack-level checks made at run time (a scenario from a file, a load profile
+    from the command line), on the stack's `stack` service, added when the file has none.
+    Disruptive ones need `selection.allow_disruption` (ConfigError otherwise: a command that
+    asks for one by name must not silently skip it)."""
+    stack, name = with_stack_service(stack)
+    disruptive = [spec.id for spec in specs if spec.disruptive]
+    if disruptive and not selection.allow_disruption:
+        raise ConfigError(
+            f"{disruptive[0]} is disruptive: run it with --allow-disruption "
+            "(on the sandbox, or on services marked disruption: allowed)"
+        )
+    kind = known_kinds()[STACK_KIND]
+    return Plan(
+        stack=stack,
+        items=tuple(PlanItem(spec, name) for spec in specs),
+        services={name: (kind.name, kind.capabilities)},
+        sandbox=selection.sandbox,
+    )
 
 
 def lock_names(
@@ -334,6 +362,7 @@ class Runner:
                     options=typed.options,
                     expectations=typed.expectations,
                     services=self.services,
+                    sandbox=self.plan.sandbox,
                 )
                 outcome, message = await call_check(spec.fn, ctx, timeout)
         except asyncio.CancelledError:

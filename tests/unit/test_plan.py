@@ -56,3 +56,38 @@ def test_bad_selection_is_a_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         make_plan(load_stack(stack_path, env={}), selection)
+
+
+def test_a_stack_plan_runs_on_an_added_stack_service_and_disruption_must_be_asked_for(
+    stack_path: Path,
+) -> None:
+    import asyncio
+
+    from stackprobe.check import CheckContext, CheckSpec
+    from stackprobe.runner import Runner, stack_plan
+
+    async def disrupts(ctx: CheckContext[object]) -> str:
+        ctx.require_disruption("cache")
+        return "disrupted cache"
+
+    spec = CheckSpec(
+        "stack", "service-health", "probe", "a run-time check", disrupts, disruptive=True
+    )
+    stack = load_stack(stack_path, env={})
+    with pytest.raises(
+        ConfigError,
+        match=r"stack.service-health.probe is disruptive: run it with --allow-disruption",
+    ):
+        stack_plan(stack, [spec], Selection())
+    plan = stack_plan(stack, [spec], Selection(allow_disruption=True))
+    assert [i.service for i in plan.items] == ["stack"] and plan.stack.service(
+        "stack"
+    ).kind == "stack"
+    (skipped,) = asyncio.run(Runner(plan).run()).results  # cache does not allow disruption
+    assert (skipped.outcome.value, skipped.message) == (
+        "skipped",
+        "disruptive: services.cache.disruption is not 'allowed'",
+    )
+    sandbox = stack_plan(stack, [spec], Selection(allow_disruption=True, sandbox=True))
+    (done,) = asyncio.run(Runner(sandbox).run()).results
+    assert (done.outcome.value, done.message) == ("passed", "disrupted cache")
