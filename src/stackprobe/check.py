@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from stackprobe.config import ServiceConfig, Stack
-from stackprobe.errors import CheckFailed, CheckSkipped, Outcome, Severity
+from stackprobe.errors import CheckFailed, CheckSkipped, Outcome, Severity, outcome_of
 from stackprobe.explain import explain
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "CheckSpec",
     "Outcome",
     "Severity",
+    "call_check",
     "check_for",
     "expect",
     "ms",
@@ -79,6 +80,35 @@ class ServiceOpener(Protocol):
         """Run the service's liveness probe; seconds it took (raises what the probe raised)."""
         ...
 
+    async def check(self, name: str, check_id: str) -> tuple[Outcome, str, dict[str, Any]]:
+        """Run one catalog check on a service now: (outcome, message, evidence)."""
+        ...
+
+    def kind(self, name: str) -> Any:
+        """The Kind of a service of the stack."""
+        ...
+
+
+class ProcessHandle(Protocol):
+    """One sandbox process as a fault injector drives it (sandbox.manager.SandboxProcess)."""
+
+    @property
+    def name(self) -> str: ...
+    def running(self) -> bool: ...
+    def frozen(self) -> bool: ...
+    def kill(self) -> None: ...
+    def stop(self) -> None: ...
+    def freeze(self) -> None: ...
+    def thaw(self) -> None: ...
+    def start(self) -> float: ...
+    def restart(self) -> float: ...
+
+
+class ProcessControl(Protocol):
+    """The processes that run the stack's services (the sandbox's, when the run is on it)."""
+
+    def process(self, name: str) -> ProcessHandle: ...
+
 
 @dataclass
 class CheckContext(Generic[ClientT]):
@@ -99,8 +129,11 @@ class CheckContext(Generic[ClientT]):
     expectations: Any = None
     services: ServiceOpener | None = None
     sandbox: bool = False  # the run is on the sandbox (disruption allowed everywhere)
+    processes: ProcessControl | None = None  # the sandbox's process API, on the sandbox
     evidence: dict[str, Any] = field(default_factory=dict)
-    _cleanups: list[tuple[str, Callable[[], Awaitable[Any] | Any]]] = field(default_factory=list)
+    _cleanups: list[tuple[str, Callable[[], Awaitable[Any] | Any], float | None]] = field(
+        default_factory=list
+    )
 
     def linked_name(self, role: str) -> str:
         """The service that plays `role` for this one; skipped when the stack has none."""
@@ -126,9 +159,12 @@ class CheckContext(Generic[ClientT]):
             raise CheckSkipped(f"{name}: no other services are open to this check")
         return await self.services.client(name)
 
-    def cleanup(self, fn: Callable[[], Awaitable[Any] | Any], what: str = "") -> None:
-        """Register `fn` to run after the check, whatever its outcome (last registered runs first)."""
-        self._cleanups.append((what or getattr(fn, "__name__", "cleanup"), fn))
+    def cleanup(
+        self, fn: Callable[[], Awaitable[Any] | Any], what: str = "", timeout: float | None = None
+    ) -> None:
+        """Register `fn` to run after the check, whatever its outcome (last registered runs
+        first), bounded by `timeout` (default: the runner's cleanup budget, 5 s)."""
+        self._cleanups.append((what or getattr(fn, "__name__", "cleanup"), fn, timeout))
 
     def name(self, suffix: str) -> str:
         """A run-unique name for something this check creates."""
@@ -169,14 +205,15 @@ class CheckContext(Generic[ClientT]):
         """Run every cleanup; return one line per cleanup that failed."""
         problems = []
         while self._cleanups:
-            what, fn = self._cleanups.pop()
+            what, fn, own = self._cleanups.pop()
+            budget = own if own is not None else timeout
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(budget):
                     result = fn()
                     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                         await result
             except TimeoutError:
-                problems.append(f"cleanup {what} timed out after {timeout:g} s")
+                problems.append(f"cleanup {what} timed out after {budget:g} s")
             except asyncio.CancelledError:
                 # a second Ctrl-C or the deadline reached a cleanup: note it and still run the
                 # others, so that one interruption never leaves the rest of the data behind
@@ -189,6 +226,23 @@ class CheckContext(Generic[ClientT]):
                     f"cleanup {what} failed: {explain(exc).removeprefix('check crashed: ')}"
                 )
         return problems
+
+
+async def call_check(fn: CheckFn, ctx: CheckContext[Any], timeout: float) -> tuple[Outcome, str]:
+    """Run one check function bounded by `timeout`: (outcome, message) by the rules of
+    errors.outcome_of; a check's CheckFailed evidence joins ctx.evidence."""
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            message = await fn(ctx)
+        return Outcome.PASSED, message or ""
+    except TimeoutError as exc:
+        if scope.expired():
+            return Outcome.ERROR, f"timed out after {timeout:g} s"
+        return Outcome.ERROR, explain(exc)
+    except Exception as exc:  # noqa: BLE001 - a broken check or service is this check's result
+        if isinstance(exc, CheckFailed):
+            ctx.evidence.update(exc.evidence)
+        return outcome_of(exc), explain(exc)
 
 
 def check_for(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -25,24 +24,31 @@ from stackprobe import __version__
 from stackprobe.catalog import describe, known_kinds
 from stackprobe.clean import sweep
 from stackprobe.compose.commands import compose_app, discover_command
-from stackprobe.config import Stack, find_stack_file
+from stackprobe.config import Stack
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError, StackprobeError
-from stackprobe.loader import load_stack
-from stackprobe.progress import LiveProgress
-from stackprobe.redact import Redactor
-from stackprobe.report import RENDERERS
+from stackprobe.frontend import (
+    ConfigOpt,
+    Format,
+    SandboxOpt,
+    err_console,
+    execute,
+    stack_of,
+    use_color,
+    write_output,
+)
 from stackprobe.report.matrix import (
     render_matrix_json,
     render_matrix_markdown,
     render_matrix_text,
     stack_arg_for,
 )
+from stackprobe.resilience.commands import scenario_app
 from stackprobe.results import RunResult
-from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Runner, Selection, make_plan
+from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Selection, make_plan
 from stackprobe.sandbox.manager import Sandbox
 from stackprobe.state import state_dir
-from stackprobe.store import latest_result_path, save_result
+from stackprobe.store import latest_result_path
 
 EXIT_CODES = """Exit codes: 0 all passed (skips and warnings allowed); 1 a check failed or errored;
 2 usage or config error; 130 interrupted (after cleanups ran)."""
@@ -63,13 +69,10 @@ sandbox_app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(compose_app, name="compose")
+app.add_typer(scenario_app, name="scenario")
 app.command("discover")(discover_command)
 
 _debug = False
-
-
-def err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -90,50 +93,6 @@ def _main(
 ) -> None:
     global _debug
     _debug = debug
-
-
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option(
-        "-c", "--config", help="Stack file (else $STACKPROBE_CONFIG, else ./stackprobe.yaml)."
-    ),
-]
-SandboxOpt = Annotated[
-    bool, typer.Option("--sandbox", help="Use the running sandbox's stack file.")
-]
-
-
-def _stack(config: str | None, sandbox: bool) -> Stack:
-    if sandbox and config:
-        raise ConfigError("--sandbox and -c/--config cannot be combined: pick one stack")
-    path = Sandbox().require_running() if sandbox else find_stack_file(config)
-    stack = load_stack(path)
-    for warning in stack.warnings:
-        err_console().print(f"warning: {warning}", markup=False)
-    return stack
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
-    junit = "junit"
-    html = "html"
-    markdown = "markdown"
-
-
-def _write(document: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(document)
-        sys.stdout.flush()
-        return
-    try:
-        output.write_text(document, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{output}: cannot write: {exc.strerror or exc}") from None
-
-
-def _color(output: Path | None) -> bool:
-    return output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
 @app.command()
@@ -185,7 +144,7 @@ def run(
     ] = None,
 ) -> int:
     """Run the checks of the stack and report. Exit 0 all passed, 1 a check failed or errored (or coverage below --fail-under), 2 bad config or arguments, 130 interrupted."""
-    stack = _stack(config, sandbox)
+    stack = stack_of(config, sandbox)
     selection = Selection(
         services=tuple(service or ()),
         kinds=tuple(kind or ()),
@@ -197,20 +156,7 @@ def run(
     stack.require_secrets(list(plan.services))
     if not plan.items and not plan.skipped:
         raise ConfigError("nothing to run: the selection matches no check")
-    with LiveProgress(enabled=sys.stderr.isatty()) as progress:
-        runner = Runner(
-            plan, timeout=timeout, deadline=deadline, concurrency=concurrency, progress=progress
-        )
-        result = asyncio.run(runner.run())
-    saved = _save(result)
-    document = RENDERERS[fmt.value](result, _color(output))
-    _write(Redactor(stack.secrets()).text(document), output)
-    if output is not None or fmt is not Format.text:
-        err_console().print(
-            f"{result.summary.passed} passed, {result.summary.failed} failed, {result.summary.error} error, "
-            f"{result.summary.skipped} skipped; coverage {result.coverage.percent:g}%; result saved to {saved}",
-            markup=False,
-        )
+    result = execute(plan, fmt, output, timeout=timeout, deadline=deadline, concurrency=concurrency)
     return _coverage_gate(result, fail_under, result.exit_code)
 
 
@@ -223,18 +169,6 @@ def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> in
         file=sys.stderr,
     )
     return max(code, 1)
-
-
-def _save(result: RunResult) -> Path:
-    """Every run is saved in the result store; a failure to save is a warning, not an error."""
-    try:
-        return save_result(result)
-    except OSError as exc:
-        err_console().print(
-            f"warning: could not save the run result in {state_dir() / 'runs'}: {exc.strerror}",
-            markup=False,
-        )
-        return state_dir() / "runs" / f"{result.run_id}.json"
 
 
 class CoverageFormat(StrEnum):
@@ -281,10 +215,10 @@ def coverage(
     elif fmt is CoverageFormat.markdown:
         document = render_matrix_markdown(result, stack_arg)
     else:
-        color = _color(output)
+        color = use_color(output)
         width = max(100, shutil.get_terminal_size((120, 24)).columns) if color else 120
         document = render_matrix_text(result, color=color, width=width, stack_arg=stack_arg)
-    _write(document, output)
+    write_output(document, output)
     return _coverage_gate(result, fail_under, 0)
 
 
@@ -321,7 +255,7 @@ def list_checks(
 @config_app.command("check")
 def config_check(config: ConfigOpt = None, sandbox: SandboxOpt = False) -> int:
     """Validate the stack file; print every problem as `<file>: <field>: <problem>`. Exit 0 valid, 2 invalid."""
-    stack = _stack(config, sandbox)
+    stack = stack_of(config, sandbox)
     kinds = ", ".join(f"{n} ({s.kind})" for n, s in stack.services.items()) or "no services"
     print(f"{stack.path}: ok: stack {stack.name!r} with {kinds}")
     return 0
@@ -346,7 +280,7 @@ def clean(
     ] = "1h",
 ) -> int:
     """Remove what killed runs left behind: names with the stackprobe run prefix older than --older-than. Exit 0 done, 1 a service could not be cleaned, 2 bad config."""
-    stack = _stack(config, sandbox)
+    stack = stack_of(config, sandbox)
     stack.require_secrets(list(stack.services))
     cutoff = datetime.now(UTC) - _duration("--older-than", older_than)
     problems = asyncio.run(_clean(stack, cutoff))
@@ -395,6 +329,14 @@ def serve(
     grace: Annotated[
         float, typer.Option("--grace", min=0, help="Start-up seconds whose failures do not count.")
     ] = 5.0,
+    slow_ms: Annotated[
+        float,
+        typer.Option(
+            "--slow-ms",
+            min=0,
+            help="Degraded when the median of the last 3 probes is slower than this (0 = never).",
+        ),
+    ] = 100.0,
     retention: Annotated[
         str, typer.Option("--retention", help="History kept in SQLite (90s, 30m, 1h, 7d).")
     ] = "7d",
@@ -416,7 +358,7 @@ def serve(
     from stackprobe.monitor.state import Policy
 
     require_token_beyond_loopback(host, token)
-    stack = _stack(config, sandbox)
+    stack = stack_of(config, sandbox)
     stack.require_secrets(list(stack.services))
     history = History(
         state_dir() / "monitor" / "history.sqlite",
@@ -425,7 +367,9 @@ def serve(
     monitor = Monitor(
         stack,
         history,
-        policy=Policy(down_after=down_after, up_after=up_after, grace_s=grace),
+        policy=Policy(
+            down_after=down_after, up_after=up_after, grace_s=grace, slow_ms=slow_ms or None
+        ),
         interval=interval,
         full_interval=full_interval,
         probe_timeout=probe_timeout,
@@ -448,10 +392,38 @@ def serve(
 
 
 @sandbox_app.command("up")
-def sandbox_up() -> int:
-    """Start the sandbox's services (only those not running) and write its stack file. Exit 0 ready, 1 a service did not start, 2 a binary is missing."""
+def sandbox_up(
+    ha: Annotated[
+        bool | None,
+        typer.Option(
+            "--ha/--no-ha",
+            help="Also run the HA profile: a Redis primary, replica and three Sentinels, a three-server Consul cluster, Jaeger on badger (kept until --no-ha).",
+            show_default=False,
+        ),
+    ] = None,
+    proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--proxy",
+            metavar="SERVICE",
+            help="Put Toxiproxy in front of this stack service (repeatable; kept until --no-proxy).",
+        ),
+    ] = None,
+    no_proxy: Annotated[
+        bool, typer.Option("--no-proxy", help="Remove every Toxiproxy proxy.")
+    ] = False,
+) -> int:
+    """Start the sandbox's services (only those not running) and write its stack file. Exit 0 ready, 1 a service did not start, 2 a binary is missing or a bad --proxy."""
     console = err_console()
-    stack_file = Sandbox().up(on_event=lambda line: console.print(f"sandbox: {line}", markup=False))
+    box = Sandbox()
+    proxies = (
+        ()
+        if no_proxy
+        else (tuple(dict.fromkeys((*box.profile.proxies, *proxy))) if proxy else None)
+    )
+    if ha is not None or proxies is not None:
+        box.set_profile(ha=ha, proxies=proxies)
+    stack_file = box.up(on_event=lambda line: console.print(f"sandbox: {line}", markup=False))
     print(f"sandbox ready; stack file {stack_file}; next: stackprobe run --sandbox")
     return 0
 

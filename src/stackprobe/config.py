@@ -31,6 +31,15 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _VAR = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
+class ToxiproxyRef(BaseModel):
+    """The Toxiproxy proxy in front of a service: network faults go through it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api: str  # Toxiproxy's HTTP API, e.g. http://127.0.0.1:8474
+    proxy: str  # the proxy's name
+
+
 class ServiceConfig(BaseModel):
     """One service of the stack, as written in the stack file (after interpolation)."""
 
@@ -49,6 +58,10 @@ class ServiceConfig(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
     expectations: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+    # where faults reach this service: its Compose service (`redis`, or `<compose service of
+    # the stack>/<compose service>` when the stack has several Compose files) and its proxy
+    container: str | None = None
+    toxiproxy: ToxiproxyRef | None = None
 
 
 class StackConfig(BaseModel):

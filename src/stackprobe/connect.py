@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from stackprobe.catalog import known_kinds
+from stackprobe.check import CheckContext, call_check
 from stackprobe.config import Stack
-from stackprobe.errors import ServiceError, outcome_of
+from stackprobe.errors import Outcome, ServiceError, outcome_of
 from stackprobe.explain import explain
+from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.kinds import Kind, Target
 from stackprobe.loader import typed_of
 from stackprobe.redact import Redactor
@@ -36,6 +38,7 @@ CONNECT_TIMEOUT = 10.0
 LIVENESS_TIMEOUT = 5.0
 VERSION_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 5.0
+CHECK_TIMEOUT = 10.0  # a check run through Services.check without a timeout of its own
 
 ClientT = TypeVar("ClientT")
 T = TypeVar("T")
@@ -126,8 +129,10 @@ class Services:
         stack: Stack,
         kinds: Mapping[str, Kind[Any]] | None = None,
         timeout: float = CONNECT_TIMEOUT,
+        run_id: str | None = None,
     ) -> None:
         self.stack = stack
+        self.run_id = run_id or new_run_id()  # names what checks run through check() create
         self.kinds = kinds if kinds is not None else known_kinds()
         self.timeout = timeout
         self._exits = AsyncExitStack()
@@ -162,6 +167,34 @@ class Services:
             if opened.kind.liveness is not None:
                 await opened.kind.liveness(opened.client)
         return time.perf_counter() - started
+
+    def kind(self, name: str) -> Kind[Any]:
+        return self.kinds[self.stack.service(name).kind]
+
+    async def check(self, name: str, check_id: str) -> tuple[Outcome, str, dict[str, Any]]:
+        """Run one catalog check on a service now, on this run's open services."""
+        spec = next(
+            (c for c in self.kinds[self.stack.service(name).kind].checks if c.id == check_id), None
+        )
+        if spec is None:
+            return (
+                Outcome.ERROR,
+                f"no check {check_id} for {name} ({self.stack.service(name).kind})",
+                {},
+            )
+        opened = await self.open(name)
+        typed = typed_of(self.stack, name, opened.kind)
+        ctx = CheckContext(
+            client=opened.client, service_name=name, service=self.stack.service(name),
+            stack=self.stack, ns=service_namespace(self.run_id, name), run_id=self.run_id,
+            options=typed.options,
+            expectations=typed.expectations, services=self,
+        )  # fmt: skip
+        try:
+            outcome, message = await call_check(spec.fn, ctx, spec.timeout or CHECK_TIMEOUT)
+        finally:
+            await ctx.run_cleanups(CLOSE_TIMEOUT)
+        return outcome, message, ctx.evidence
 
     def forget(self, name: str) -> None:
         """Open `name` anew on next use (after its failure, e.g. the monitor retrying)."""

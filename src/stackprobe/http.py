@@ -163,6 +163,11 @@ def client_for(
     return httpx.AsyncClient(**settings)
 
 
+def plain_client(base_url: str) -> httpx.AsyncClient:
+    """A client with the layer's timeouts and no credentials (a tool's own API: Toxiproxy)."""
+    return httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT)
+
+
 def credential_label(svc: ServiceConfig, default_user: str | None = None) -> str:
     """What authenticates, for evidence: never the secret itself."""
     if svc.token:

@@ -79,6 +79,8 @@ class Kind(Generic[ClientT]):
     liveness_gates: bool = True
     sweep: Callable[[ClientT, Target, datetime], Awaitable[list[str]]] | None = None
     sync: SyncAccess | None = None
+    # Jepsen-style write accounting for resilience scenarios (resilience.writers.Writes)
+    writes: Callable[[Any, str], Awaitable[Any]] | None = None
     # problems that need the whole stack file (`options.exclude: no service 'x'`)
     check_config: Callable[[str, StackConfig], list[str]] | None = None
     checks: list[CheckSpec] = field(default_factory=list)

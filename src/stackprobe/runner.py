@@ -18,17 +18,18 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stackprobe.catalog import known_kinds
-from stackprobe.check import CheckContext, CheckFailed, CheckFn, CheckSpec, Outcome
+from stackprobe.check import CheckContext, CheckSpec, Outcome, ProcessControl, call_check
 from stackprobe.config import Stack
 from stackprobe.connect import LIVENESS_TIMEOUT, Services, liveness_cause, probe, version
 from stackprobe.coverage import run_result
-from stackprobe.errors import ConfigError, outcome_of
+from stackprobe.errors import ConfigError
 from stackprobe.explain import explain
 from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.kinds import Kind
 from stackprobe.loader import STACK_KIND, typed_of, with_stack_service
 from stackprobe.redact import Redactor
 from stackprobe.results import CheckResult, RunResult
+from stackprobe.sandbox.manager import Sandbox
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_DEADLINE = 300.0
@@ -208,6 +209,7 @@ class Runner:
     kinds: Mapping[str, Kind[Any]] | None = None  # the catalog unless a test brings its own
     services: Services | None = None  # open services to use (the monitor keeps its own)
     liveness_timeout: float = LIVENESS_TIMEOUT
+    processes: ProcessControl | None = None  # default: the sandbox's, when the plan is on it
     _stop_reason: str | None = None
     _results: dict[int, CheckResult] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
@@ -217,6 +219,8 @@ class Runner:
     def __post_init__(self) -> None:
         self._redactor = Redactor(self.plan.stack.secrets())
         self._kinds = self.kinds if self.kinds is not None else known_kinds()
+        if self.processes is None and self.plan.sandbox:
+            self.processes = Sandbox(root=self.plan.stack.path.parent)
 
     async def run(self) -> RunResult:
         """Run every planned check; return the result even after the deadline or Ctrl-C."""
@@ -278,7 +282,7 @@ class Runner:
         async with AsyncExitStack() as exits:
             if self.services is None:
                 self.services = await exits.enter_async_context(
-                    Services(self.plan.stack, self._kinds)
+                    Services(self.plan.stack, self._kinds, run_id=self.run_id)
                 )
             await asyncio.gather(*(self._connect(name) for name in self.plan.services))
             items = list(enumerate(self.plan.items))
@@ -363,6 +367,7 @@ class Runner:
                     expectations=typed.expectations,
                     services=self.services,
                     sandbox=self.plan.sandbox,
+                    processes=self.processes,
                 )
                 outcome, message = await call_check(spec.fn, ctx, timeout)
         except asyncio.CancelledError:
@@ -420,23 +425,6 @@ class Runner:
             message=self._redactor.text(" ".join(message.split())),
             evidence=self._redactor.data(_jsonable(evidence)),
         )
-
-
-async def call_check(fn: CheckFn, ctx: CheckContext[Any], timeout: float) -> tuple[Outcome, str]:
-    """Run one check function bounded by `timeout`: (outcome, message) by the rules of
-    errors.outcome_of; a check's CheckFailed evidence joins ctx.evidence."""
-    try:
-        async with asyncio.timeout(timeout) as scope:
-            message = await fn(ctx)
-        return Outcome.PASSED, message or ""
-    except TimeoutError as exc:
-        if scope.expired():
-            return Outcome.ERROR, f"timed out after {timeout:g} s"
-        return Outcome.ERROR, explain(exc)
-    except Exception as exc:  # noqa: BLE001 - a broken check or service is this check's result
-        if isinstance(exc, CheckFailed):
-            ctx.evidence.update(exc.evidence)
-        return outcome_of(exc), explain(exc)
 
 
 def _jsonable(value: Any) -> Any:

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stackprobe.catalog import known_kinds
-from stackprobe.check import CheckContext, CheckFn
+from stackprobe.check import CheckContext, CheckFn, call_check
 from stackprobe.config import ServiceConfig, Stack, StackConfig
 from stackprobe.errors import Outcome
 from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.results import CheckResult
-from stackprobe.runner import CLEANUP_TIMEOUT, DEFAULT_TIMEOUT, call_check
+from stackprobe.runner import CLEANUP_TIMEOUT, DEFAULT_TIMEOUT
 
 T = TypeVar("T")
 

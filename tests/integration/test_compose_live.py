@@ -304,3 +304,44 @@ def test_monitor_liveness_recovers_when_the_engine_comes_up_after_connect(tmp_pa
     finally:
         shutil.rmtree(short, ignore_errors=True)
     assert before.startswith("down") and after == "up"
+
+
+def test_the_docker_fault_injector_stops_kills_pauses_and_starts_containers(
+    tmp_path: Path, engine: DockerStandin
+) -> None:
+    """The resilience docker injector, through the same Engine API client the compose checks
+    use, against the stand-in (Engine API v1.43 stop/kill/pause/unpause/start)."""
+    import asyncio
+
+    from stackprobe.connect import Services
+    from stackprobe.loader import load_stack
+    from stackprobe.resilience.faults import injector_for
+    from stackprobe.resilience.model import Fault
+    from stackprobe.testing import check_context
+
+    stack = load_stack(write_stack(tmp_path, {
+        "compose": {"kind": "compose", "url": str(REFERENCE), "options": {"docker_host": engine.host}},
+        "cache": {"kind": "redis", "url": "redis://127.0.0.1:1/0", "container": "redis"},
+    }))  # fmt: skip
+    redis = container(engine, "redis")
+
+    async def scenario() -> list[tuple[str, str]]:
+        seen = []
+        async with Services(stack) as services:
+            ctx = check_context("redis", None, service="cache", stack=stack)
+            ctx.services = services
+            for action in ("stop", "start", "kill", "start", "freeze", "thaw", "restart"):
+                fault = Fault(action=action, service="cache")
+                injector = injector_for(ctx, fault)
+                assert injector.name == "docker"  # not the sandbox: the container it names
+                detail = await injector.apply(ctx, fault)
+                seen.append((action, redis.state))
+                assert "redis" in detail
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ("stop", "exited"), ("start", "running"), ("kill", "exited"), ("start", "running"),
+        ("freeze", "paused"), ("thaw", "running"), ("restart", "running"),
+    ]  # fmt: skip
+    assert [r for r in engine.requests if r.rsplit("/", 1)[-1] in ("stop", "kill", "pause", "unpause", "start")][:2] == [
+        f"POST /containers/{redis.id}/stop", f"POST /containers/{redis.id}/start"]  # fmt: skip

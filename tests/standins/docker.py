@@ -24,6 +24,14 @@ Like the real engine it listens on a unix socket and serves every path with or w
   start container process: exec: \"<cmd>\": executable file not found in $PATH: unknown"} and
   ExitCode 127 on the exec (source). `GET /exec/<id>/json` → {ID, Running false, ExitCode,
   ContainerID, ProcessConfig{entrypoint, arguments}}.
+- `POST /containers/<id>/stop?t=` → 204, 304 when not running; State `exited`, ExitCode 0.
+- `POST /containers/<id>/kill?signal=` → 204 (State `exited`, ExitCode 137 for SIGKILL), 409
+  {"message": "Cannot kill container: <id>: Container <id> is not running"} when not running.
+- `POST /containers/<id>/pause` → 204 (State `paused`, Paused true, Running true), 409
+  "Container <id> is not running" (source: errdefs.Conflict); `/unpause` → 204, 409
+  "Container <id> is not paused".
+- `POST /containers/<id>/start` → 204, 304 when already running; health restarts at
+  "starting" as after a restart.
 - `POST /containers/<id>/restart?t=` → 204; RestartCount is not changed by a manual restart
   (source: it counts restarts by the restart policy), health goes back to "starting" for
   `starting_polls` inspections, then "healthy". A restart keeps the container's writable layer
@@ -73,6 +81,7 @@ class Container:
     id: str = field(default_factory=lambda: secrets.token_hex(32))
     layer: dict[str, str] = field(default_factory=dict)
     restarts_seen: int = 0
+    exit_code: int = 1  # after it stopped (1: the state a test set by hand)
 
     @property
     def name(self) -> str:
@@ -155,7 +164,9 @@ class DockerStandin:
             }, "application/json"  # fmt: skip
         if method == "GET" and path == "/containers/json":
             return 200, self._list(query), "application/json"
-        if match := re.fullmatch(r"/containers/([^/]+)/(json|exec|restart)", path):
+        if match := re.fullmatch(
+            r"/containers/([^/]+)/(json|exec|restart|stop|kill|pause|unpause|start)", path
+        ):
             container = self.find(match[1])
             if container is None:
                 return 404, {"message": f"No such container: {match[1]}"}, "application/json"
@@ -175,6 +186,8 @@ class DockerStandin:
             if action == "restart" and method == "POST":
                 self._restart(container)
                 return 204, None, "application/json"
+            if method == "POST" and action in ("stop", "kill", "pause", "unpause", "start"):
+                return self._lifecycle(container, action, query)
         if match := re.fullmatch(r"/exec/([^/]+)/(start|json)", path):
             ex = self._execs.get(match[1])
             if ex is None:
@@ -232,8 +245,9 @@ class DockerStandin:
         elif health == "starting":
             c.starting_polls -= 1
         state: dict[str, Any] = {
-            "Status": c.state, "Running": c.state == "running", "Paused": False,
-            "Restarting": c.state == "restarting", "ExitCode": 0 if c.state == "running" else 1,
+            "Status": c.state, "Running": c.state in ("running", "paused"),
+            "Paused": c.state == "paused", "Restarting": c.state == "restarting",
+            "ExitCode": 0 if c.state in ("running", "paused") else c.exit_code,
         }  # fmt: skip
         if health is not None:
             log = [{"Start": "2024-01-01T00:00:00Z", "End": "2024-01-01T00:00:01Z",
@@ -248,6 +262,31 @@ class DockerStandin:
             "Config": {"Image": c.image, "Labels": self._labels(c)},
             "State": state, "Mounts": c.mounts,
         }  # fmt: skip
+
+    def _lifecycle(self, c: Container, action: str, query: dict[str, str]) -> tuple[int, Any, str]:
+        json_type = "application/json"
+        running = c.state in ("running", "paused")
+        if action == "stop":
+            if not running:
+                return 304, None, json_type
+            c.state, c.exit_code = "exited", 0
+        elif action == "kill":
+            if not running:
+                return 409, {"message": f"Cannot kill container: {c.id}: Container {c.id} is not running"}, json_type  # fmt: skip
+            c.state, c.exit_code = "exited", 137 if query.get("signal", "SIGKILL") in ("SIGKILL", "9", "KILL") else 143  # fmt: skip
+        elif action == "pause":
+            if c.state != "running":
+                return 409, {"message": f"Container {c.id} is not running"}, json_type
+            c.state = "paused"
+        elif action == "unpause":
+            if c.state != "paused":
+                return 409, {"message": f"Container {c.id} is not paused"}, json_type
+            c.state = "running"
+        elif action == "start":
+            if running:
+                return 304, None, json_type
+            self._restart(c)
+        return 204, None, json_type
 
     def _restart(self, c: Container) -> None:
         c.restarts_seen += 1
@@ -322,11 +361,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Api-Version", API_VERSION)
         self.send_header("Server", f"Docker/{ENGINE_VERSION} (linux)")
-        if status != 204:
+        if status not in (204, 304):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if status != 204:
+        if status not in (204, 304):
             self.wfile.write(data)
 
     do_GET = _answer

@@ -120,8 +120,8 @@ def test_kind_specific_problems_are_collected_together(tmp_path: Path) -> None:
     assert sorted(problems(path)) == sorted(
         [
             f"{path}: services.cache.url: scheme 'http' not supported here (use redis or rediss)",
-            f"{path}: services.cache.endpoints.admin: unknown endpoint for kind redis (known: none)",
-            f"{path}: services.cache.options.colour: unknown option (known: celery, celery_queue, celery_backend)",
+            f"{path}: services.cache.endpoints.admin: unknown endpoint for kind redis (known: sentinels)",
+            f"{path}: services.cache.options.colour: unknown option (known: celery, celery_queue, celery_backend, sentinel_master)",
             f"{path}: services.worker.url: required field is missing",
             f"{path}: services.worker.depends_on: no service named 'ghost' in this stack",
         ]

@@ -2,7 +2,8 @@
 
 It speaks the documented HTTP API over the engine's unix socket (or tcp://), with httpx and a
 timeout on every call: `/_ping`, `/version`, `/containers/json` filtered by the Compose
-project label, `/containers/<id>/json` (State.Health), exec create/start/inspect, restart.
+project label, `/containers/<id>/json` (State.Health), exec create/start/inspect, restart, and
+the fault injector's stop / kill / pause / unpause / start.
 Compose labels every container it creates with `com.docker.compose.project` and
 `com.docker.compose.service`; that is how containers are matched to services.
 
@@ -120,6 +121,29 @@ class DockerEngine:
             params={"t": str(stop_timeout_s)},
             timeout=stop_timeout_s + TIMEOUT,
         )
+
+    async def stop(self, container: str, stop_timeout_s: int = 10) -> None:
+        """SIGTERM, then SIGKILL after the timeout; 304 (already stopped) is fine."""
+        await self._call(
+            "POST",
+            f"/containers/{quote(container)}/stop",
+            params={"t": str(stop_timeout_s)},
+            timeout=stop_timeout_s + TIMEOUT,
+        )
+
+    async def kill(self, container: str, signal: str = "SIGKILL") -> None:
+        await self._call("POST", f"/containers/{quote(container)}/kill", params={"signal": signal})
+
+    async def pause(self, container: str) -> None:
+        """Freeze every process of the container (cgroup freezer): it answers nothing."""
+        await self._call("POST", f"/containers/{quote(container)}/pause")
+
+    async def unpause(self, container: str) -> None:
+        await self._call("POST", f"/containers/{quote(container)}/unpause")
+
+    async def start(self, container: str) -> None:
+        """Start a stopped container; 304 (already started) is fine."""
+        await self._call("POST", f"/containers/{quote(container)}/start")
 
     async def exec(self, container: str, cmd: list[str], timeout: float = 10.0) -> ExecResult:
         """Run a command in a container; its exit code, or None when the command is missing."""

@@ -4,7 +4,8 @@ A service is `unknown` until its first verdict, `down` after `down_after` consec
 probes, `up` again after `up_after` consecutive successes; failures during the start-up grace
 period do not count. A service whose state changed `flap_changes` times within
 `flap_window` seconds is shown `unstable`. `degraded` means alive but a capability failed in
-the last full run, or a dependency is down (then the root cause is named).
+the last full run, a dependency is down (then the root cause is named), or its recent probes
+are slow (the median of the last `slow_probes` above `slow_ms`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Policy:
     grace_s: float = 5.0
     flap_changes: int = 4
     flap_window_s: float = 60.0
+    slow_ms: float | None = 100.0  # None: latency never degrades a service
+    slow_probes: int = 3
 
 
 @dataclass
@@ -44,10 +47,13 @@ class Tracker:
     last_error: str = ""
     last_latency_s: float | None = None
     changes: deque[float] = field(default_factory=deque)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=16))
 
     def observe(self, ok: bool, at: float, latency_s: float | None = None, error: str = "") -> bool:
         """Record one probe; True when the liveness verdict changed."""
         self.last_latency_s = latency_s
+        if ok and latency_s is not None:
+            self.latencies.append(latency_s)
         if ok:
             self.successes += 1
             self.failures = 0
@@ -67,6 +73,14 @@ class Tracker:
             self.changes.append(at)
         self.alive = verdict
         return True
+
+    def slow(self) -> float | None:
+        """The median of the recent probe latencies (ms) when it is above the policy's bar."""
+        if self.policy.slow_ms is None or len(self.latencies) < self.policy.slow_probes:
+            return None
+        recent = sorted(list(self.latencies)[-self.policy.slow_probes :])
+        median = recent[len(recent) // 2] * 1000
+        return round(median, 1) if median > self.policy.slow_ms else None
 
     def unstable(self, now: float) -> bool:
         while self.changes and now - self.changes[0] > self.policy.flap_window_s:
@@ -130,6 +144,13 @@ def evaluate(
         elif causes:
             status = ServiceStatus(
                 State.DEGRADED, True, f"impacted: {', '.join(causes)} down", causes
+            )
+        elif (slow := tracker.slow()) is not None:
+            status = ServiceStatus(
+                State.DEGRADED,
+                True,
+                f"slow: median of the last {tracker.policy.slow_probes} probes {slow} ms "
+                f"(above {tracker.policy.slow_ms:g} ms)",
             )
         elif failing_capabilities.get(name):
             caps = ", ".join(failing_capabilities[name])

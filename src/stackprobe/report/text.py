@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stackprobe.check import Outcome, Severity
+from stackprobe.report.scenarios import text_parts
 from stackprobe.results import CheckResult, RunResult
 
 STYLES = {
@@ -58,6 +59,7 @@ def build(result: RunResult) -> Group:
             # messages quote what services said: text, never rich markup ("[b'x']", "[/api]")
             table.add_row(Text(r.check), outcome_text(r), f"{r.duration_s:.2f}s", Text(r.message))
         parts.append(table)
+    parts += text_parts(result)
     s = result.summary
     status = "interrupted" if result.interrupted else ("FAILED" if result.exit_code else "OK")
     parts.append(

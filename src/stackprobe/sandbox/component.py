@@ -35,6 +35,10 @@ class Component:
     ready: Callable[[Layout], bool]
     services: Callable[[Layout], dict[str, dict[str, Any]]]
     requires: tuple[str, ...] = ()
+    # restart when a component it requires restarted (a client stuck in a reconnect back-off);
+    # off for what only needs its requirements to start first
+    restart_with_requires: bool = True
+    stop_timeout: float = 10.0  # seconds after SIGTERM before SIGKILL
 
     def find_binary(self) -> str | None:
         return shutil.which(self.binary) if "/" not in self.binary else self.binary

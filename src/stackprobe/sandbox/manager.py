@@ -27,7 +27,8 @@ import yaml
 
 from stackprobe.errors import ConfigError, MissingBinaryError, SandboxError
 from stackprobe.sandbox.component import Component, Layout
-from stackprobe.sandbox.components import all_components
+from stackprobe.sandbox.components import Profile, components_for
+from stackprobe.sandbox.components.toxiproxy import through_proxy
 from stackprobe.state import state_dir
 
 READY_TIMEOUT = 30.0
@@ -55,7 +56,47 @@ class Sandbox:
         self, root: Path | None = None, components: tuple[Component, ...] | None = None
     ) -> None:
         self.root = (root or state_dir() / "sandbox").absolute()
-        self.components = components if components is not None else all_components()
+        self._fixed = components is not None
+        self.profile = self._load_profile()
+        self.components = components if components is not None else components_for(self.profile)
+
+    # --- profile -----------------------------------------------------------------------------
+
+    def _load_profile(self) -> Profile:
+        path = self.root / "profile.json"
+        try:
+            doc = json.loads(path.read_text()) if path.is_file() else {}
+            return Profile(
+                ha=bool(doc.get("ha")), proxies=tuple(str(p) for p in doc.get("proxies") or ())
+            )
+        except (ValueError, OSError, TypeError, AttributeError) as exc:
+            raise SandboxError(
+                f"{path}: unreadable ({exc}); remove it and run `stackprobe sandbox up`"
+            ) from None
+
+    def set_profile(
+        self, ha: bool | None = None, proxies: tuple[str, ...] | None = None
+    ) -> Profile:
+        """Change what `up` runs: `ha` on or off, the services behind Toxiproxy (kept in
+        `<root>/profile.json`, so later commands see the same sandbox)."""
+        profile = Profile(
+            ha=self.profile.ha if ha is None else ha,
+            proxies=self.profile.proxies if proxies is None else tuple(dict.fromkeys(proxies)),
+        )
+        known = {s for c in components_for(Profile(ha=profile.ha)) for s in self.services_of(c)}
+        unknown = [p for p in profile.proxies if p not in known]
+        if unknown:
+            raise ConfigError(
+                f"--proxy: no sandbox service {unknown[0]!r} (services: {', '.join(sorted(known))})"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "profile.json").write_text(
+            json.dumps({"ha": profile.ha, "proxies": list(profile.proxies)}) + "\n"
+        )
+        self.profile = profile
+        if not self._fixed:
+            self.components = components_for(profile)
+        return profile
 
     @property
     def stack_file(self) -> Path:
@@ -122,7 +163,13 @@ class Sandbox:
             if pid is not None and process_state(pid) == "T":
                 os.killpg(pid, signal.SIGCONT)  # a frozen process left by a killed scenario
                 on_event(f"{comp.name}: was stopped with SIGSTOP (pid {pid}); sent SIGCONT")
-            restarted_deps = started.intersection(comp.requires)
+            if pid is not None and self._command_changed(comp, layout):
+                stop_group(pid)
+                on_event(f"{comp.name}: stopped (pid {pid}) because its command line changed")
+                pid = None
+            restarted_deps = (
+                started.intersection(comp.requires) if comp.restart_with_requires else set()
+            )
             if pid is not None and restarted_deps:
                 # a client of a restarted service may sit in a long reconnect back-off
                 stop_group(pid)
@@ -138,8 +185,35 @@ class Sandbox:
                 on_event(f"{comp.name}: started (pid {self.pid_of(comp)}), waiting until ready")
             waited = self.wait_ready(comp, layout)
             on_event(f"{comp.name}: ready after {waited:.1f} s")
+        self._stop_extras(on_event)
         self._write_stack(ports)
         return self.stack_file
+
+    def _everything(self) -> tuple[Component, ...]:
+        """Every component any profile runs: what `down` stops and `up` may leave behind."""
+        if self._fixed:
+            return self.components
+        return components_for(Profile(ha=True, proxies=self.profile.proxies or ("any",)))
+
+    def _command_changed(self, comp: Component, layout: Layout) -> bool:
+        recorded = self.root / comp.name / "command.json"
+        try:
+            before = json.loads(recorded.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(before != comp.command(layout))
+
+    def _stop_extras(self, on_event: Callable[[str], None]) -> None:
+        """Stop what an earlier profile started that this one does not run (pid files kept by
+        name in the sandbox root)."""
+        names = {c.name for c in self.components}
+        for extra in self._everything():
+            if extra.name in names:
+                continue
+            pid = self.pid_of(extra)
+            if pid is not None and stop_group(pid):
+                self._pid_file(extra).unlink(missing_ok=True)
+                on_event(f"{extra.name}: stopped (pid {pid}): not in this profile")
 
     def start_process(self, comp: Component, layout: Layout | None = None) -> None:
         """Start `comp` (not waiting for readiness) and record its pid and start time."""
@@ -147,8 +221,9 @@ class Sandbox:
         layout.dir.mkdir(parents=True, exist_ok=True)
         log = (layout.dir / "log").open("ab")
         try:
+            command = comp.command(layout)
             proc = subprocess.Popen(
-                comp.command(layout),
+                command,
                 cwd=layout.dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -164,6 +239,7 @@ class Sandbox:
         _CHILDREN.append(proc)
         started = start_time(proc.pid)
         self._pid_file(comp).write_text(f"{proc.pid} {started}\n")
+        (layout.dir / "command.json").write_text(json.dumps(command))
 
     def wait_ready(self, comp: Component, layout: Layout | None = None) -> float:
         """Poll until `comp` is ready; seconds waited (SandboxError when it exits or times out)."""
@@ -193,9 +269,14 @@ class Sandbox:
         return f"last lines of {log}: " + " | ".join(line.strip() for line in lines)
 
     def down(self, on_event: Callable[[str], None] = lambda _: None) -> list[str]:
-        """Stop exactly the processes we started, dependents first."""
+        """Stop exactly the processes we started, dependents first (of every profile)."""
         stopped = []
-        for comp in reversed(self.components):
+        everything = (
+            self.components
+            if self._fixed
+            else components_for(Profile(ha=True, proxies=self.profile.proxies or ("-",)))
+        )
+        for comp in reversed(everything):
             pid = self.pid_of(comp)
             if pid is None:
                 self._pid_file(comp).unlink(missing_ok=True)
@@ -234,6 +315,10 @@ class Sandbox:
         services: dict[str, Any] = {}
         for comp in self.components:
             services.update(comp.services(self.layout(comp, ports)))
+        for name in self.profile.proxies:
+            if name in services:
+                proxy = next(c for c in self.components if c.name == "toxiproxy")
+                services[name] = through_proxy(services[name], name, self.layout(proxy, ports))
         services["stack"] = {"kind": "stack"}  # the stack-level checks (on for the sandbox)
         doc = {"version": 1, "stack": "sandbox", "services": services}
         header = "# written by `stackprobe sandbox up`; use it with `stackprobe run --sandbox`\n"
@@ -254,8 +339,7 @@ class Sandbox:
 
     def services_of(self, comp: Component) -> tuple[str, ...]:
         """The stack services a component adds to the sandbox's stack file."""
-        ports = {f"{c.name}.{n}": 0 for c in self.components for n in c.port_names}
-        return tuple(comp.services(Layout(dir=self.root / comp.name, ports=ports)))
+        return tuple(comp.services(Layout(dir=self.root / comp.name, ports=_AnyPort())))
 
     def process(self, name: str) -> SandboxProcess:
         """The process API of the component that runs `name` (a component or stack service)."""
@@ -276,6 +360,13 @@ class Sandbox:
                 f"no sandbox is running in {self.root}: run `stackprobe sandbox up` first"
             )
         return self.stack_file
+
+
+class _AnyPort(dict[str, int]):
+    """Ports for reading a component's service names without picking real ports."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
 
 
 def _free_port(taken: set[int]) -> int:
@@ -383,7 +474,8 @@ class SandboxProcess:
 
     def stop(self) -> None:
         """SIGTERM (then SIGKILL after the stop timeout); returns once it is gone."""
-        if (pid := self.pid) is not None and not stop_group(pid):
+        grace = ((signal.SIGTERM, self.comp.stop_timeout), (signal.SIGKILL, 2.0))
+        if (pid := self.pid) is not None and not stop_group(pid, grace):
             raise SandboxError(f"{self.name}: pid {pid} did not stop after SIGKILL")
 
     def kill(self) -> None:

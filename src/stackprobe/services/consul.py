@@ -307,6 +307,30 @@ async def _sweep(client: ConsulClient, target: Target, cutoff: datetime) -> list
     return removed
 
 
+class ConsulWrites:
+    """Resilience write accounting: KV PUT of run-prefixed keys, read back by listing them."""
+
+    def __init__(self, ctx: CheckContext[Any], client: ConsulClient) -> None:
+        self.client = client
+        self.prefix = ctx.name(f"consul-w-{secrets.token_hex(2)}/")
+
+    async def write(self, i: int) -> None:
+        if not await self.client.kv_put(f"{self.prefix}{i}", str(i).encode()):
+            raise CheckFailed(f"PUT {self.prefix}{i} answered false")
+
+    async def kept(self, acknowledged: list[int]) -> set[int]:
+        names = {k.rsplit("/", 1)[1] for k in await self.client.kv_keys(self.prefix)}
+        return {i for i in acknowledged if str(i) in names}
+
+    async def close(self) -> None:
+        for key in await self.client.kv_keys(self.prefix):
+            await self.client.kv_delete(key)
+
+
+async def _writes(ctx: CheckContext[Any], service: str) -> ConsulWrites:
+    return ConsulWrites(ctx, await ctx.open(service))
+
+
 KIND: Kind[ConsulClient] = Kind(
     name="consul",
     description="Consul agent: cluster, service registration, health checks, KV and discovery",
@@ -319,6 +343,7 @@ KIND: Kind[ConsulClient] = Kind(
     version=_version,
     liveness=_liveness,
     sweep=_sweep,
+    writes=_writes,
 )
 check = KIND.check
 

@@ -23,7 +23,7 @@ from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
 from stackprobe.durations import DurationText, parse_duration
 from stackprobe.http import client_for, expect_json
 from stackprobe.kinds import Kind, Target
-from stackprobe.services.tracestore import StoredSpan, register_checks
+from stackprobe.services.tracestore import StoredSpan, register_checks, store_writes
 
 LABEL = "jaeger"
 
@@ -188,5 +188,6 @@ KIND: Kind[JaegerStore] = Kind(
     traffic_links=("collector",),
     version=_version,
     liveness=_liveness,
+    writes=store_writes,
 )
 register_checks(KIND)

@@ -25,6 +25,7 @@ from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
 from stackprobe.http import client_for, raise_unless, refuse_auth
 from stackprobe.kinds import Kind, Target
+from stackprobe.resilience.writers import span_writes_via
 from stackprobe.services.prometheus import PrometheusAPI
 from stackprobe.services.tracestore import PROBE_SERVICE, TraceStore
 
@@ -110,6 +111,16 @@ async def _liveness(collector: Collector) -> None:
     raise_unless(await collector.http.get(collector.endpoint("health")), label=LABEL)
 
 
+async def _writes(ctx: CheckContext[Any], service: str) -> Any:
+    """Resilience write accounting: spans sent to this collector over OTLP/HTTP (the SDK
+    retries while it is down), read back from its linked trace store."""
+    otlp_http = ctx.stack.service(service).endpoints.get("otlp_http")
+    store = ctx.stack.link(service, "trace_store")
+    return await span_writes_via(
+        ctx, otlp_http, store, f"{service}: needs endpoints.otlp_http and a linked trace store"
+    )
+
+
 KIND: Kind[Collector] = Kind(
     name="otel-collector",
     description="OpenTelemetry Collector: health, trace pipeline, metric intake and export, exemplars",
@@ -127,6 +138,7 @@ KIND: Kind[Collector] = Kind(
     links={"prometheus": "prometheus", "trace_store": ("jaeger", "tempo")},
     version=_version,
     liveness=_liveness,
+    writes=_writes,
 )
 check = KIND.check
 

@@ -99,7 +99,8 @@ async def _version(api: PrometheusAPI) -> str | None:
 
 
 async def _liveness(api: PrometheusAPI) -> None:
-    raise_unless(await api.http.get("/-/healthy"), label=LABEL)
+    """Ready, not just healthy: /-/healthy answers during WAL replay, when queries cannot."""
+    raise_unless(await api.http.get("/-/ready"), label=LABEL)
 
 
 KIND: Kind[PrometheusAPI] = Kind(

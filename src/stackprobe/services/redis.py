@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import redis as sync_redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import WatchError
 
@@ -45,6 +47,7 @@ class RedisOptions(BaseModel):
     celery: bool = True
     celery_queue: str = "celery"
     celery_backend: str | None = None
+    sentinel_master: str = "mymaster"  # with endpoints.sentinels: the master's name
 
 
 class RedisExpectations(BaseModel):
@@ -65,11 +68,49 @@ def connect_url(url: str, username: str | None = None, password: str | None = No
     )
 
 
+def sentinel_client(
+    sentinels: str, master: str, url: str, username: str | None, password: str | None
+) -> Client:
+    """A client of the current master, as Sentinel names it (redis-py's Sentinel client): it
+    asks the Sentinels again when the master changes (after a failover)."""
+    addresses = []
+    for item in sentinels.split(","):
+        host, _, port = item.strip().rpartition(":")
+        addresses.append((host.strip("[]"), int(port)))
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        addresses,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        sentinel_kwargs={
+            "socket_timeout": CONNECT_TIMEOUT,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+        },
+    )
+    db = int((urlsplit(url).path or "/0").lstrip("/") or 0)
+    client: Client = sentinel.master_for(
+        master,
+        db=db,
+        username=username,
+        password=password,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+    )
+    return client
+
+
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[Client]:
     svc = target.config
     assert svc.url is not None  # validated: url is required for this kind
-    client = connect_url(svc.url, svc.username, svc.password)
+    sentinels = svc.endpoints.get("sentinels")
+    if sentinels:
+        opts: RedisOptions = target.options
+        client = sentinel_client(
+            sentinels, opts.sentinel_master, svc.url, svc.username, svc.password
+        )
+    else:
+        client = connect_url(svc.url, svc.username, svc.password)
     try:
         yield client
     finally:
@@ -116,6 +157,37 @@ async def _sweep(client: Client, target: Target, cutoff: datetime) -> list[str]:
     return removed
 
 
+class RedisWrites:
+    """Resilience write accounting: SET of run-prefixed keys with a TTL, read back with MGET."""
+
+    def __init__(self, ctx: CheckContext[Any], client: Client) -> None:
+        self.client = client
+        self.prefix = ctx.name(f"redis-w-{secrets.token_hex(2)}-")
+
+    def key(self, i: int) -> str:
+        return f"{self.prefix}{i}"
+
+    async def write(self, i: int) -> None:
+        await self.client.set(self.key(i), str(i), px=KEY_TTL_MS)
+
+    async def kept(self, acknowledged: list[int]) -> set[int]:
+        found: set[int] = set()
+        for start in range(0, len(acknowledged), 500):
+            chunk = acknowledged[start : start + 500]
+            values = await self.client.mget([self.key(i) for i in chunk])
+            found |= {i for i, v in zip(chunk, values, strict=True) if v is not None}
+        return found
+
+    async def close(self) -> None:
+        keys = [k async for k in self.client.scan_iter(match=f"{self.prefix}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await self.client.delete(*keys[start : start + 500])
+
+
+async def _writes(ctx: CheckContext[Any], service: str) -> RedisWrites:
+    return RedisWrites(ctx, await ctx.open(service))
+
+
 KIND: Kind[Client] = Kind(
     name="redis",
     description="Redis as cache, session store and Celery broker",
@@ -129,6 +201,7 @@ KIND: Kind[Client] = Kind(
     ),
     connect=_connect,
     url_schemes=("redis", "rediss"),
+    endpoints=("sentinels",),  # host:port,host:port,...: find the master through Sentinel
     options_model=RedisOptions,
     expectations_model=RedisExpectations,
     links={"celery": "celery"},
@@ -136,6 +209,7 @@ KIND: Kind[Client] = Kind(
     liveness=_liveness,
     sweep=_sweep,
     sync=SyncAccess(open=_sync_client, delete=lambda client, key: client.delete(key)),
+    writes=_writes,
 )
 check = KIND.check
 

@@ -24,6 +24,8 @@ from stackprobe.config import Stack, StackConfig
 from stackprobe.errors import outcome_of
 from stackprobe.explain import explain
 from stackprobe.kinds import Kind, Target
+from stackprobe.resilience.builtin import builtin
+from stackprobe.resilience.model import Tolerances
 
 KIND_NAME = "stack"
 PROBE_TIMEOUT = 5.0
@@ -33,6 +35,10 @@ class StackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     exclude: list[str] = []  # services left out of the stack-level checks
+    # resilience scenarios: which service plays a role (`cache: my-redis`), and tolerances that
+    # replace a built-in scenario's own (`redis-crash: {recover_s: 20, lost_writes: 0}`)
+    targets: dict[str, str] = {}
+    tolerances: dict[str, Tolerances] = {}
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,26 @@ async def _connect(target: Target) -> AsyncIterator[StackView]:
 
 
 def _check_config(name: str, config: StackConfig) -> list[str]:
-    excluded = config.services[name].options.get("exclude") or []
-    return [
+    options = config.services[name].options
+    problems = [
         f"options.exclude: no service {n!r} in this stack"
-        for n in excluded
+        for n in options.get("exclude") or []
         if isinstance(n, str) and n not in config.services
     ]
+    targets = options.get("targets") or {}
+    problems += [
+        f"options.targets.{role}: no service {n!r} in this stack"
+        for role, n in (targets.items() if isinstance(targets, dict) else [])
+        if isinstance(n, str) and n not in config.services
+    ]
+    tolerances = options.get("tolerances") or {}
+    known = builtin()
+    problems += [
+        f"options.tolerances.{n}: no built-in scenario {n!r} (known: {', '.join(known)})"
+        for n in (tolerances if isinstance(tolerances, dict) else [])
+        if n not in known
+    ]
+    return problems
 
 
 KIND: Kind[StackView] = Kind(
@@ -68,7 +88,7 @@ KIND: Kind[StackView] = Kind(
     description="The stack as a whole: service health, dependencies, failover, recovery, e2e flow, load",
     # DESIGN's stack capabilities, each declared with the checks that prove it (failover,
     # recovery, e2e-flow and load come with the resilience, flow and load work)
-    capabilities=("service-health", "dependencies"),
+    capabilities=("service-health", "dependencies", "failover", "recovery"),
     connect=_connect,
     url_required=False,
     options_model=StackOptions,

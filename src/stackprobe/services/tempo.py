@@ -21,7 +21,12 @@ from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
 from stackprobe.durations import DurationText, parse_duration
 from stackprobe.http import client_for, expect_json, raise_unless, refuse_auth
 from stackprobe.kinds import Kind, Target
-from stackprobe.services.tracestore import StoredSpan, flatten_otlp_attributes, register_checks
+from stackprobe.services.tracestore import (
+    StoredSpan,
+    flatten_otlp_attributes,
+    register_checks,
+    store_writes,
+)
 
 LABEL = "tempo"
 
@@ -171,5 +176,6 @@ KIND: Kind[TempoStore] = Kind(
     traffic_links=("collector",),
     version=_version,
     liveness=_liveness,
+    writes=store_writes,
 )
 register_checks(KIND)

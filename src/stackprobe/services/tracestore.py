@@ -21,6 +21,7 @@ from stackprobe.httpserver import LocalHttpServer
 from stackprobe.httpserver import Request as HttpRequest
 from stackprobe.httpserver import Response as HttpResponse
 from stackprobe.kinds import Kind
+from stackprobe.resilience.writers import span_writes_via
 
 PROBE_SERVICE = "stackprobe-probe"
 HOP_SERVICES = ("stackprobe-frontend", "stackprobe-api", "stackprobe-db")
@@ -67,6 +68,16 @@ class TraceStore(Protocol):
 
 
 # --- delivery --------------------------------------------------------------------------------
+
+
+async def store_writes(ctx: CheckContext[Any], service: str) -> Any:
+    """Resilience write accounting for a trace store: spans sent through its linked collector
+    (which queues them while the store is down), read back from the store."""
+    collector = ctx.stack.link(service, "collector")
+    otlp_http = ctx.stack.service(collector).endpoints.get("otlp_http") if collector else None
+    return await span_writes_via(
+        ctx, otlp_http, service, f"{service}: no collector with endpoints.otlp_http linked"
+    )
 
 
 def otlp_target(ctx: CheckContext[Any]) -> tuple[str, str]:

@@ -46,10 +46,20 @@ def _write(layout: Layout, name: str, doc: dict[str, Any]) -> Path:
 # --- Jaeger v2 ---------------------------------------------------------------------------------
 
 
-def jaeger_config(layout: Layout) -> dict[str, Any]:
+def jaeger_config(layout: Layout, badger: bool = False) -> dict[str, Any]:
+    """Jaeger v2 with in-memory storage, or with badger on disk (the HA profile: a restart
+    keeps the traces)."""
+
     def a(name: str) -> str:
         return _addr(layout, "jaeger", name)
 
+    store = "badger_store" if badger else "memstore"
+    backend: dict[str, Any] = (
+        {"badger": {"directories": {"keys": str(layout.dir / "badger" / "keys"), "values": str(layout.dir / "badger" / "values")},
+                    "ephemeral": False, "ttl": {"spans": "72h"}}}
+        if badger
+        else {"memory": {"max_traces": 100000}}
+    )  # fmt: skip
     return {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
@@ -67,47 +77,60 @@ def jaeger_config(layout: Layout) -> dict[str, Any]:
         },
         "extensions": {
             "jaeger_query": {
-                "storage": {"traces": "memstore"},
+                "storage": {"traces": store},
                 "http": {"endpoint": a("query_http")},
                 "grpc": {"endpoint": a("query_grpc")},
             },
-            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
+            "jaeger_storage": {"backends": {store: backend}},
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": a("health")}},
         },
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": a("otlp_grpc")}, "http": {"endpoint": a("otlp_http")}}}},
         "processors": {"batch": {"timeout": "200ms"}},
-        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": store}},
     }  # fmt: skip
 
 
-def _jaeger_command(layout: Layout) -> list[str]:
-    config = _write(layout, "jaeger.yaml", jaeger_config(layout))
-    return [str(CACHE_BIN / "jaeger"), f"--config=file:{config}"]
+def _jaeger_file(badger: bool) -> str:
+    return "jaeger-badger.yaml" if badger else "jaeger.yaml"
 
 
-JAEGER = Component(
-    name="jaeger",
-    binary=str(CACHE_BIN / "jaeger"),
-    install="scripts/install-services jaeger",
-    port_names=("query_http", "query_grpc", "otlp_grpc", "otlp_http", "health", "metrics"),
-    command=_jaeger_command,
-    ready=lambda layout: _http_ok(f"http://{_addr(layout, 'jaeger', 'query_http')}/api/services"),
-    services=lambda layout: {
-        "tracing": {
-            "kind": "jaeger",
-            "url": f"http://{_addr(layout, 'jaeger', 'query_http')}",
-            "endpoints": {
-                "otlp_http": f"http://{_addr(layout, 'jaeger', 'otlp_http')}",
-                "otlp_grpc": _addr(layout, "jaeger", "otlp_grpc"),
-                "metrics": f"http://{_addr(layout, 'jaeger', 'metrics')}/metrics",
-                "health": f"http://{_addr(layout, 'jaeger', 'health')}/status",
-            },
-            "links": {"collector": "otel"},
-            "expectations": {"max_traces": 100000},
-            "options": {"config_file": str(layout.dir / "jaeger.yaml")},
+def _jaeger(badger: bool) -> Component:
+    def command(layout: Layout) -> list[str]:
+        config = _write(layout, _jaeger_file(badger), jaeger_config(layout, badger))
+        return [str(CACHE_BIN / "jaeger"), f"--config=file:{config}"]
+
+    def services(layout: Layout) -> dict[str, dict[str, Any]]:
+        return {
+            "tracing": {
+                "kind": "jaeger",
+                "url": f"http://{_addr(layout, 'jaeger', 'query_http')}",
+                "endpoints": {
+                    "otlp_http": f"http://{_addr(layout, 'jaeger', 'otlp_http')}",
+                    "otlp_grpc": _addr(layout, "jaeger", "otlp_grpc"),
+                    "metrics": f"http://{_addr(layout, 'jaeger', 'metrics')}/metrics",
+                    "health": f"http://{_addr(layout, 'jaeger', 'health')}/status",
+                },
+                "links": {"collector": "otel"},
+                "expectations": {"retention": "24h"} if badger else {"max_traces": 100000},
+                "options": {"config_file": str(layout.dir / _jaeger_file(badger))},
+            }
         }
-    },
-)
+
+    return Component(
+        name="jaeger",
+        binary=str(CACHE_BIN / "jaeger"),
+        install="scripts/install-services jaeger",
+        port_names=("query_http", "query_grpc", "otlp_grpc", "otlp_http", "health", "metrics"),
+        command=command,
+        ready=lambda layout: _http_ok(
+            f"http://{_addr(layout, 'jaeger', 'query_http')}/api/services"
+        ),
+        services=services,
+    )
+
+
+JAEGER = _jaeger(badger=False)
+JAEGER_BADGER = _jaeger(badger=True)  # the HA profile's: traces survive a restart
 
 
 # --- OpenTelemetry Collector -------------------------------------------------------------------
@@ -121,7 +144,11 @@ def otelcol_config(layout: Layout) -> dict[str, Any]:
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": a("otlp_grpc")}, "http": {"endpoint": a("otlp_http")}}}},
         "processors": {"batch": {"timeout": "200ms"}},
         "exporters": {
-            "otlp_grpc/jaeger": {"endpoint": _addr(layout, "jaeger", "otlp_grpc"), "tls": {"insecure": True}},
+            "otlp_grpc/jaeger": {
+                "endpoint": _addr(layout, "jaeger", "otlp_grpc"), "tls": {"insecure": True},
+                # while Jaeger is down the queue holds batches; retried soon after it is back
+                "retry_on_failure": {"enabled": True, "initial_interval": "500ms", "max_interval": "2s", "max_elapsed_time": "300s"},
+            },
             "prometheus": {
                 "endpoint": a("prometheus"),
                 "enable_open_metrics": True,
