@@ -23,6 +23,7 @@ from stackprobe.check import CheckContext, CheckFailed, ms
 from stackprobe.config import Stack, StackConfig
 from stackprobe.errors import outcome_of
 from stackprobe.explain import explain
+from stackprobe.flow import FlowOptions, config_problems, resolve_roles
 from stackprobe.kinds import Kind, Target
 
 KIND_NAME = "stack"
@@ -33,6 +34,7 @@ class StackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     exclude: list[str] = []  # services left out of the stack-level checks
+    flow: FlowOptions = FlowOptions()  # the end-to-end flow's roles and bounds (flow.py)
 
 
 @dataclass(frozen=True)
@@ -43,36 +45,59 @@ class StackView:
     members: tuple[str, ...]
 
 
+def members_of(stack: Stack, opts: StackOptions) -> tuple[str, ...]:
+    """The services the stack-level checks look at."""
+    return tuple(
+        name
+        for name, svc in stack.services.items()
+        if svc.kind != KIND_NAME and name not in opts.exclude
+    )
+
+
+def options_of(stack: Stack, name: str) -> StackOptions:
+    typed = stack.typed.get(name)
+    if typed is not None and isinstance(typed.options, StackOptions):
+        return typed.options
+    return StackOptions.model_validate(stack.service(name).options)
+
+
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[StackView]:
     opts: StackOptions = target.options or StackOptions()
-    members = tuple(
-        name
-        for name, svc in target.stack.services.items()
-        if svc.kind != KIND_NAME and name not in opts.exclude
-    )
-    yield StackView(target.stack, members)
+    yield StackView(target.stack, members_of(target.stack, opts))
 
 
 def _check_config(name: str, config: StackConfig) -> list[str]:
-    excluded = config.services[name].options.get("exclude") or []
+    options = config.services[name].options
+    excluded = options.get("exclude") or []
+    flow = options.get("flow")
     return [
         f"options.exclude: no service {n!r} in this stack"
         for n in excluded
         if isinstance(n, str) and n not in config.services
-    ]
+    ] + (config_problems(config, flow) if isinstance(flow, dict) else [])
+
+
+def _traffic(stack: Stack, name: str) -> tuple[str, ...]:
+    """The flow's spans pass through its collector: its checks hold it shared, so that an
+    exclusive collector check (counters that must move by exactly what it sent) runs alone."""
+    opts = options_of(stack, name)
+    roles = resolve_roles(stack, members_of(stack, opts), opts.flow, f"services.{name}")
+    collector = roles.names.get("collector")
+    return (collector,) if collector else ()
 
 
 KIND: Kind[StackView] = Kind(
     name=KIND_NAME,
     description="The stack as a whole: service health, dependencies, failover, recovery, e2e flow, load",
     # DESIGN's stack capabilities, each declared with the checks that prove it (failover,
-    # recovery, e2e-flow and load come with the resilience, flow and load work)
-    capabilities=("service-health", "dependencies"),
+    # recovery and load come with the resilience and load work)
+    capabilities=("service-health", "dependencies", "e2e-flow"),
     connect=_connect,
     url_required=False,
     options_model=StackOptions,
     check_config=_check_config,
+    traffic_of=_traffic,
 )
 check = KIND.check
 
