@@ -28,6 +28,8 @@ from stackprobe.compose.commands import compose_app, discover_command
 from stackprobe.config import Stack, find_stack_file
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError, StackprobeError
+from stackprobe.flow_commands import HELP as FLOW_HELP
+from stackprobe.flow_commands import flow_command
 from stackprobe.loader import load_stack
 from stackprobe.progress import LiveProgress
 from stackprobe.redact import Redactor
@@ -235,6 +237,9 @@ def _save(result: RunResult) -> Path:
             markup=False,
         )
         return state_dir() / "runs" / f"{result.run_id}.json"
+
+
+app.command("flow", help=FLOW_HELP)(flow_command(_stack, _write, _save, _color))
 
 
 class CoverageFormat(StrEnum):

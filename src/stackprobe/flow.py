@@ -531,7 +531,10 @@ class _Flow:
         role = HOP_ROLE.get(name)
         earlier = next((h for h in self.hops.values() if h.broken), None)
         if earlier is not None:
-            hop.status, hop.message = Outcome.SKIPPED.value, f"not reached: the flow broke at {earlier.hop}"
+            hop.status, hop.message = (
+                Outcome.SKIPPED.value,
+                f"not reached: the flow broke at {earlier.hop}",
+            )
             return False
         if role is not None and role in self.rig.roles.missing:
             hop.status, hop.message = Outcome.SKIPPED.value, self.rig.roles.missing[role]
@@ -658,7 +661,9 @@ class _Flow:
             self._leave_task()
         cache = self.rig.clients.get("cache")
         if cache is not None:
-            self.created.append(self.rig.leave(f"redis key {self.key}", lambda: cache.delete(self.key)))
+            self.created.append(
+                self.rig.leave(f"redis key {self.key}", lambda: cache.delete(self.key))
+            )
         with self.span("GET /checkout", {"url.full": url}) as span:
             headers: dict[str, str] = {}
             PROPAGATOR.inject(headers)
@@ -674,7 +679,9 @@ class _Flow:
             self.answer = response.json()
         except ValueError:
             raise CheckFailed(f"GET {url}: answered 200 with a body that is not JSON") from None
-        return f"GET /checkout answered 200 by the probe service (pid of its own) at {address}:{port}"
+        return (
+            f"GET /checkout answered 200 by the probe service (pid of its own) at {address}:{port}"
+        )
 
     def _leave_task(self) -> None:
         worker: CeleryClient = self.rig.clients["worker"]
@@ -716,7 +723,11 @@ class _Flow:
             except TimeoutError:
                 withdrawn = await worker.withdraw(self.task_id)
                 backlog = await worker.backlog(worker.queue)
-                fate = "withdrawn from the queue unread" if withdrawn else "taken by a worker that never answered"
+                fate = (
+                    "withdrawn from the queue unread"
+                    if withdrawn
+                    else "taken by a worker that never answered"
+                )
                 raise CheckFailed(
                     f"expected the worker's result for {TASK} task {self.task_id} within "
                     f"{self.opts.celery_timeout:g} s, saw none (queue {worker.queue!r} backlog {backlog}; message {fate})"
@@ -826,12 +837,18 @@ class _Flow:
             celery.message += f"; {note}"
             celery.details["trace_assertion"] = "skipped"
         elif worker:
-            self.hops["celery"].details.update(trace_assertion="passed", worker_service=worker[0].service)
+            self.hops["celery"].details.update(
+                trace_assertion="passed", worker_service=worker[0].service
+            )
         return (f"{len(spans)} spans from {len({s.service for s in spans})} services in {store_name} "
                 f"after {took:.2f} s; parents right across the HTTP{' and Celery' if worker else ''} hops, no orphans")  # fmt: skip
 
     def _verify(
-        self, expected: list[Expected], spans: list[StoredSpan], worker: list[StoredSpan], publish: str | None
+        self,
+        expected: list[Expected],
+        spans: list[StoredSpan],
+        worker: list[StoredSpan],
+        publish: str | None,
     ) -> None:
         got = {s.span_id: s for s in spans}
         for e in expected:
@@ -941,9 +958,13 @@ async def metrics_hop(
         value = await api.scalar(query)
         rose = value is not None and value - (baseline or 0.0) >= rise
         if rose:
-            data = await api.get("/api/v1/query_exemplars", query=selector, start=start, end=time.time() + 5)
+            data = await api.get(
+                "/api/v1/query_exemplars", query=selector, start=start, end=time.time() + 5
+            )
             exemplars = [ex for series in data for ex in series.get("exemplars", [])]
-            hit = next((ex for ex in exemplars if ex.get("labels", {}).get("trace_id") in wanted), None)
+            hit = next(
+                (ex for ex in exemplars if ex.get("labels", {}).get("trace_id") in wanted), None
+            )
             if hit is not None:
                 took = time.monotonic() - started
                 return {
@@ -973,7 +994,10 @@ MAX_IN_FLIGHT = 32
 
 
 async def open_loop(
-    rate: float, duration: float, fn: Callable[[int], Awaitable[T]], max_in_flight: int = MAX_IN_FLIGHT
+    rate: float,
+    duration: float,
+    fn: Callable[[int], Awaitable[T]],
+    max_in_flight: int = MAX_IN_FLIGHT,
 ) -> list[tuple[float, T]]:
     """THE SEAM the load engine (issue 12, `stackprobe.load`) replaces: run `fn(i)` open-loop,
     flow i due at start + i / rate whatever the earlier flows do, and return
@@ -1004,7 +1028,13 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     def rank(p: float) -> float:
         return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 2)
 
-    return {"p50": rank(50), "p90": rank(90), "p95": rank(95), "p99": rank(99), "max": round(ordered[-1], 2)}
+    return {
+        "p50": rank(50),
+        "p90": rank(90),
+        "p95": rank(95),
+        "p99": rank(99),
+        "max": round(ordered[-1], 2),
+    }
 
 
 def load_summary(
@@ -1074,13 +1104,17 @@ async def run_load(rig: FlowRig, rate: float, duration: float) -> tuple[dict[str
     complete = [r.trace_id for r in results if r.trace_complete]
     if "prometheus" in rig.roles.missing or rig.service("collector") is None:
         prom.status = Outcome.SKIPPED.value
-        prom.message = rig.roles.missing.get("prometheus", "no collector configured: no span metrics to read")
+        prom.message = rig.roles.missing.get(
+            "prometheus", "no collector configured: no span metrics to read"
+        )
     elif "prometheus" in rig.problems:
         prom.status, prom.message = rig.problems["prometheus"]
     elif complete:
         prom.latency_ms = None
         try:
-            found = await metrics_hop(rig, complete, baseline, len(complete), rig.opts.metrics_timeout)
+            found = await metrics_hop(
+                rig, complete, baseline, len(complete), rig.opts.metrics_timeout
+            )
             prom.status, prom.message = Outcome.PASSED.value, str(found["message"])
             prom.details = {k: v for k, v in found.items() if k != "message"}
         except CheckFailed as exc:
@@ -1107,7 +1141,9 @@ def load_verdict(summary: dict[str, Any], hops: list[Hop]) -> str:
         )  # fmt: skip
     if summary["incomplete_traces"]:
         first = summary["incomplete_traces"][0]
-        problems.append(f"incomplete trace {first['trace_id']}: missing {'; '.join(first['missing'][:3])}")
+        problems.append(
+            f"incomplete trace {first['trace_id']}: missing {'; '.join(first['missing'][:3])}"
+        )
     prom = next((h for h in hops if h.hop == "prometheus" and h.broken), None)
     if prom is not None:
         problems.append(f"prometheus: {prom.message}")

@@ -119,7 +119,9 @@ class ProbeApp:
                             seen[name] = "written"
                         else:
                             got = await self.cache.get(key)
-                            seen[name] = "miss" if got is None else ("hit" if got == value else "stale")
+                            seen[name] = (
+                                "miss" if got is None else ("hit" if got == value else "stale")
+                            )
                 except Exception as exc:  # noqa: BLE001 - reported to the flow, which names it
                     span.set_status(Status(StatusCode.ERROR, explain(exc)))
                     seen["error"] = f"{command} {key}: {explain(exc)}"

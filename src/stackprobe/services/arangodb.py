@@ -329,7 +329,9 @@ class MetadataGraph:
             cleanup(drop, f"drop collection {name}")
 
         async def drop_graph() -> None:
-            await client.call("DELETE", f"/_api/gharial/{quote(graph, safe='')}", db=db, ok=(202, 404))
+            await client.call(
+                "DELETE", f"/_api/gharial/{quote(graph, safe='')}", db=db, ok=(202, 404)
+            )
 
         cleanup(drop_graph, f"drop graph {graph}")
         definition = {"collection": edges, "from": [vertices], "to": [vertices]}

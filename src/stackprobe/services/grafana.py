@@ -268,7 +268,9 @@ async def trace_through(
         names = [f.get("name") for f in frame.get("schema", {}).get("fields", [])]
         columns = dict(zip(names, frame.get("data", {}).get("values", []), strict=False))
         rows = zip(*(columns.get(c) or [] for c in ("spanID", "parentSpanID", "operationName", "serviceName")), strict=False)  # fmt: skip
-        spans += [StoredSpan(str(s), str(p or ""), str(n or ""), str(v or ""), {}) for s, p, n, v in rows]
+        spans += [
+            StoredSpan(str(s), str(p or ""), str(n or ""), str(v or ""), {}) for s, p, n, v in rows
+        ]
     return spans
 
 
