@@ -18,18 +18,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from stackprobe.catalog import known_kinds
-from stackprobe.check import CheckSpec
 from stackprobe.config import Stack
 from stackprobe.errors import ConfigError
 from stackprobe.flow import LOW_RATE, MAX_DURATION, MAX_RATE
-from stackprobe.loader import STACK_KIND
 from stackprobe.progress import LiveProgress
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
 from stackprobe.results import RunResult
 from stackprobe.runner import DEFAULT_DEADLINE, Runner, Selection, stack_plan
-from stackprobe.services.stack_flow import load_check
+from stackprobe.services.stack_flow import flow_spec
 
 HELP = f"""Run one synthetic transaction through every configured component, traced with the
 OpenTelemetry SDK and W3C trace context across each hop: Consul registration and discovery, an
@@ -52,12 +49,6 @@ class FlowFormat(StrEnum):
     junit = "junit"
     html = "html"
     markdown = "markdown"
-
-
-def single_flow_check() -> CheckSpec:
-    """The registered e2e-flow check of the stack kind."""
-    kind = known_kinds()[STACK_KIND]
-    return next(c for c in kind.checks if c.capability == "e2e-flow")
 
 
 def flow_command(
@@ -109,7 +100,7 @@ def flow_command(
                 "--rate and --duration go together: give both, or neither for one flow"
             )
         stack = stack_of(config, sandbox)
-        spec = load_check(rate, duration) if rate and duration else single_flow_check()
+        spec = flow_spec(rate, duration)
         selection = Selection(allow_disruption=allow_disruption, sandbox=sandbox)
         plan = stack_plan(stack, [spec], selection)
         stack.require_secrets(list(stack.services))

@@ -54,3 +54,10 @@ def load_check(rate: float, duration: float) -> CheckSpec:
         timeout=duration + LOAD_EXTRA_S,
         disruptive=rate > LOW_RATE,
     )
+
+
+def flow_spec(rate: float | None = None, duration: float | None = None) -> CheckSpec:
+    """The check `stackprobe flow` runs: the registered single flow, or flows under load."""
+    if rate and duration:
+        return load_check(rate, duration)
+    return next(c for c in STACK.checks if c.capability == "e2e-flow")
