@@ -388,6 +388,12 @@ def serve(
             "--full-interval", min=1, help="Seconds between full (non-disruptive) check runs."
         ),
     ] = 60.0,
+    flow_interval: Annotated[
+        float,
+        typer.Option(
+            "--flow-interval", min=0, help="Seconds between synthetic flows (0: no flow)."
+        ),
+    ] = 30.0,
     probe_timeout: Annotated[
         float, typer.Option("--probe-timeout", min=0.05, help="Liveness probe timeout.")
     ] = 0.5,
@@ -433,6 +439,7 @@ def serve(
         policy=Policy(down_after=down_after, up_after=up_after, grace_s=grace),
         interval=interval,
         full_interval=full_interval,
+        flow_interval=flow_interval,
         probe_timeout=probe_timeout,
         state=state_dir(),
     )

@@ -264,10 +264,15 @@ def verdict(result: FlowResult) -> str:
     passed = [h for h in result.hops if h.status == Outcome.PASSED.value]
     skipped = [h.hop for h in result.hops if h.status == Outcome.SKIPPED.value]
     tail = f"; skipped {', '.join(skipped)}" if skipped else ""
+    complete = (
+        f", trace {result.trace_id} complete with {result.span_count} spans"
+        if result.trace_complete
+        else ""
+    )
     return (
         f"{len(passed)} hops passed in {result.duration_ms / 1000:.2f} s "
         f"({', '.join(f'{h.hop} {h.latency_ms:g} ms' for h in passed if h.latency_ms is not None)})"
-        f", trace {result.trace_id} complete with {result.span_count} spans{tail}"
+        f"{complete}{tail}"
     )
 
 

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
-CONFIG_NAME = "stackprobe_worker.json"  # {"otlp_http": base URL, "service_name": ...}
+CONFIG_NAME = "stackprobe_worker.json"  # {"otlp_http": base URL or null, "service_name": ...}
 EXPORT_DELAY_MS = 100  # the SDK's default is 5 s: the flow should not wait on it
 
 config: dict[str, Any] = json.loads(Path(__file__).with_name(CONFIG_NAME).read_text())
@@ -38,12 +38,13 @@ provider = TracerProvider(
     sampler=ParentBased(ALWAYS_OFF),
     shutdown_on_exit=False,
 )
-provider.add_span_processor(
-    BatchSpanProcessor(
-        OTLPSpanExporter(endpoint=f"{config['otlp_http'].rstrip('/')}/v1/traces", timeout=5),
-        schedule_delay_millis=EXPORT_DELAY_MS,
+if config.get("otlp_http"):  # a sandbox without a collector: traced, not exported
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{config['otlp_http'].rstrip('/')}/v1/traces", timeout=5),
+            schedule_delay_millis=EXPORT_DELAY_MS,
+        )
     )
-)
 CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
 
 

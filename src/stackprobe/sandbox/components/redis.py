@@ -73,8 +73,9 @@ def _worker_command(layout: Layout) -> list[str]:
     url = _redis_url(layout)
     layout.dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(WORKER_SOURCE, layout.dir / f"{WORKER_APP}.py")
+    collector = layout.ports.get("otelcol.otlp_http")  # a sandbox without one: no export
     config = {
-        "otlp_http": f"http://127.0.0.1:{layout.port('otelcol', 'otlp_http')}",
+        "otlp_http": f"http://127.0.0.1:{collector}" if collector else None,
         "service_name": WORKER_SERVICE_NAME,
     }
     (layout.dir / WORKER_CONFIG).write_text(json.dumps(config) + "\n")
