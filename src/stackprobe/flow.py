@@ -685,7 +685,7 @@ class _Flow:
         except ValueError:
             raise CheckFailed(f"GET {url}: answered 200 with a body that is not JSON") from None
         return (
-            f"GET /checkout answered 200 by the probe service (pid of its own) at {address}:{port}"
+            f"GET /checkout answered 200 by the probe service (its own process) at {address}:{port}"
         )
 
     def _leave_task(self) -> None:
