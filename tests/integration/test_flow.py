@@ -18,7 +18,7 @@ import yaml
 from stackprobe.results import CheckResult, RunResult
 from tests.conftest import CliRunner, RunningSandbox
 from tests.faults.http_proxy import HttpFaultProxy, HttpRequest, HttpResponse
-from tests.integration.helpers import run_stack
+from tests.integration.helpers import run_stack, write_stack
 from tests.standins.arangodb import ArangoStandin
 from tests.standins.grafana import GrafanaStandin
 from tests.standins.tempo import TempoStandin
@@ -44,12 +44,6 @@ def sandbox_services(sandbox: RunningSandbox) -> dict[str, Any]:
     doc = yaml.safe_load(sandbox.sandbox.stack_file.read_text())
     services: dict[str, Any] = doc["services"]
     return services
-
-
-def write(tmp_path: Path, services: dict[str, Any]) -> Path:
-    path = tmp_path / "stackprobe.yaml"
-    path.write_text(yaml.safe_dump({"version": 1, "stack": "flow-test", "services": services}))
-    return path
 
 
 def test_the_flow_passes_every_sandbox_hop_with_spans_from_three_processes(
@@ -126,7 +120,7 @@ def test_a_collector_that_drops_spans_fails_the_trace_hop_naming_the_missing_spa
     with HttpFaultProxy(otlp, on_request=drop).running() as proxy:
         services["otel"]["endpoints"]["otlp_http"] = proxy.url
         services["stack"] = {"kind": "stack", "options": {"flow": {"trace_timeout": 3, "worker_span_grace": 0}}}  # fmt: skip
-        result = run_stack(write(tmp_path, services), capabilities=("e2e-flow",))
+        result = run_stack(write_stack(tmp_path, services), capabilities=("e2e-flow",))
     flow = flow_of(result)
     assert flow.outcome.value == "failed"
     assert flow.evidence["first_broken_hop"] == "trace"
@@ -152,7 +146,7 @@ def test_the_arangodb_and_grafana_hops_pass_against_their_stand_ins(
         grafana.add_datasource("jaeger", "Jaeger", "jaeger", services["tracing"]["url"])
         services["graph"] = {"kind": "arangodb", "url": arango.url, "password": ARANGO_PASSWORD}
         services["dashboards"] = {"kind": "grafana", "url": grafana.url, "token": GRAFANA_TOKEN}
-        result = run_stack(write(tmp_path, services), capabilities=("e2e-flow",))
+        result = run_stack(write_stack(tmp_path, services), capabilities=("e2e-flow",))
     flow = flow_of(result)
     assert flow.outcome.value == "passed", flow.message
     assert set(statuses(flow).values()) == {"passed"}
@@ -176,7 +170,7 @@ def test_the_grafana_hop_reads_a_tempo_trace_through_ds_query(
             "dashboards": {"kind": "grafana", "url": grafana.url, "token": GRAFANA_TOKEN},
             "stack": {"kind": "stack", "options": {"flow": {"worker_span_grace": 1}}},
         }  # fmt: skip
-        result = run_stack(write(tmp_path, services), capabilities=("e2e-flow",))
+        result = run_stack(write_stack(tmp_path, services), capabilities=("e2e-flow",))
     flow = flow_of(result)
     assert flow.outcome.value == "passed", flow.message
     seen = hops(flow)

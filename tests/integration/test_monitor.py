@@ -229,26 +229,32 @@ def test_killing_redis_turns_it_down_within_3s_and_back_up(
     assert cache["alive"] is True and cache["state"] in ("up", "degraded")
 
 
-def test_page_in_headless_chromium_shows_down_and_root_cause(
-    small_sandbox: Sandbox, serve: Callable[..., Served], tmp_path: Path
-) -> None:
+def chromium(tmp_path: Path) -> Any:
+    """Headless Debian chromium through chromedriver (no browser download)."""
     need_binary("chromium", "scripts/install-services chromium")
     need_binary("chromedriver", "scripts/install-services chromium")
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
-    served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--grace", "0")
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or ""
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1600",
                  f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(
+    return webdriver.Chrome(
         options=options, service=Service(executable_path=shutil.which("chromedriver"))
     )
+
+
+def test_page_in_headless_chromium_shows_down_and_root_cause(
+    small_sandbox: Sandbox, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--grace", "0")
+    driver = chromium(tmp_path)
     try:
         driver.get(served.url + "/")
 
@@ -284,24 +290,6 @@ def test_page_in_headless_chromium_shows_down_and_root_cause(
         wait_until(lambda: tile("cache") in ("up", "degraded"), 15, "cache tile alive again")
     finally:
         driver.quit()
-
-
-def chromium(tmp_path: Path) -> Any:
-    """Headless Debian chromium through chromedriver (no browser download)."""
-    need_binary("chromium", "scripts/install-services chromium")
-    need_binary("chromedriver", "scripts/install-services chromium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or ""
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1600",
-                 f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
-        options.add_argument(flag)
-    return webdriver.Chrome(
-        options=options, service=Service(executable_path=shutil.which("chromedriver"))
-    )
 
 
 FLOW_INTERVAL = 2.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from stackprobe.report import RENDERERS
 from stackprobe.report.hops import hop_lines
 from stackprobe.results import CheckResult, RunResult, ServiceInfo, summarize
 
-HOPS = [
+HOPS: list[dict[str, Any]] = [
     {"hop": "consul", "service": "discovery", "status": "passed", "latency_ms": 8.07,
      "message": "registered, passed and discovered at 127.0.0.1:40879"},
     {"hop": "celery", "service": "worker", "status": "failed", "latency_ms": 10003.2,
