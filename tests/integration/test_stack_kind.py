@@ -48,6 +48,7 @@ def test_the_sandbox_stack_file_has_a_stack_service_whose_checks_pass(
     assert {c: r.outcome.value for c, r in by.items()} == {
         "stack.service-health.all_alive": "passed",
         "stack.dependencies.depends_on_up": "passed",
+        "stack.e2e-flow.synthetic_transaction": "passed",  # Redis and the worker only
     }, [r.message for r in by.values()]
     health = by["stack.service-health.all_alive"].evidence["services"]
     assert set(health) == {"cache", "worker"}
@@ -55,6 +56,7 @@ def test_the_sandbox_stack_file_has_a_stack_service_whose_checks_pass(
     assert result.coverage.services["stack"].capabilities == {
         "service-health": "passed",
         "dependencies": "passed",
+        "e2e-flow": "passed",
     }
 
 
