@@ -27,6 +27,8 @@ from stackprobe.compose.commands import compose_app, discover_command
 from stackprobe.config import Stack
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError, StackprobeError
+from stackprobe.flow_commands import HELP as FLOW_HELP
+from stackprobe.flow_commands import flow_command
 from stackprobe.frontend import (
     ConfigOpt,
     Format,
@@ -169,6 +171,9 @@ def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> in
         file=sys.stderr,
     )
     return max(code, 1)
+
+
+app.command("flow", help=FLOW_HELP)(flow_command)
 
 
 class CoverageFormat(StrEnum):
@@ -317,6 +322,12 @@ def serve(
             "--full-interval", min=1, help="Seconds between full (non-disruptive) check runs."
         ),
     ] = 60.0,
+    flow_interval: Annotated[
+        float,
+        typer.Option(
+            "--flow-interval", min=0, help="Seconds between synthetic flows (0: no flow)."
+        ),
+    ] = 30.0,
     probe_timeout: Annotated[
         float, typer.Option("--probe-timeout", min=0.05, help="Liveness probe timeout.")
     ] = 0.5,
@@ -372,6 +383,7 @@ def serve(
         ),
         interval=interval,
         full_interval=full_interval,
+        flow_interval=flow_interval,
         probe_timeout=probe_timeout,
         state=state_dir(),
     )

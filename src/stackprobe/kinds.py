@@ -72,6 +72,9 @@ class Kind(Generic[ClientT]):
     traffic_links: tuple[
         str, ...
     ] = ()  # link roles whose service this kind's checks send data through
+    # services its checks send data through that links do not name, read from the whole stack
+    # (the stack kind's flow: the collector it resolves)
+    traffic_of: Callable[[Stack, str], tuple[str, ...]] | None = None
     version: Callable[[ClientT], Awaitable[str | None]] | None = None
     liveness: Callable[[ClientT], Awaitable[None]] | None = None
     # a service whose liveness probe cannot get an answer gets every check `error` at once;

@@ -163,8 +163,10 @@ def lock_names(
     trace store check's spans move the linked collector's counters, which an exclusive
     collector check reads). The runner and the pytest plugin's xdist locks both use it."""
     names = {item.service: item.spec.exclusive}
-    for role in kinds[item.spec.kind].traffic_links:
-        target = stack.link(item.service, role)
+    kind = kinds[item.spec.kind]
+    targets = [stack.link(item.service, role) for role in kind.traffic_links]
+    targets += kind.traffic_of(stack, item.service) if kind.traffic_of else ()
+    for target in targets:
         if target and target not in names:
             names[target] = False
     return sorted(names.items())

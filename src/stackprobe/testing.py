@@ -12,6 +12,9 @@
         result = run_check(check_greeting, ctx)
         assert result.outcome == "failed" and "expected b'hello'" in result.message
 
+`run_flow(stack)` runs the end-to-end flow (`stackprobe flow`) on a stack and returns its
+result, hops in `evidence["hops"]` (with `rate=` and `duration=`, flows under load).
+
 `run_check` runs the check as the runner does (timeout, outcome rules, cleanups afterwards);
 `eventually` polls a synchronous condition instead of sleeping a fixed time; the OTLP helpers
 build traces and metrics for tests that send telemetry through a real collector and read a
@@ -34,7 +37,8 @@ from stackprobe.config import ServiceConfig, Stack, StackConfig
 from stackprobe.errors import Outcome
 from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.results import CheckResult
-from stackprobe.runner import CLEANUP_TIMEOUT, DEFAULT_TIMEOUT
+from stackprobe.runner import CLEANUP_TIMEOUT, DEFAULT_TIMEOUT, Runner, Selection, stack_plan
+from stackprobe.services.stack_flow import flow_spec
 
 T = TypeVar("T")
 
@@ -180,3 +184,18 @@ def fetch_trace(store: Any, trace_id: str) -> list[Span] | None:
     if not spans:
         return None
     return [Span(s.service, s.name, s.span_id, s.parent_span_id or None) for s in spans]
+
+
+def run_flow(
+    stack: Stack,
+    *,
+    rate: float | None = None,
+    duration: float | None = None,
+    allow_disruption: bool = False,
+) -> CheckResult:
+    """The end-to-end flow on `stack` through the runner, as `stackprobe flow` runs it: one
+    synthetic transaction (or flows open-loop at `rate` for `duration` s); the check's result,
+    each hop's status, latency and message in `evidence["hops"]`."""
+    selection = Selection(allow_disruption=allow_disruption)
+    plan = stack_plan(stack, [flow_spec(rate, duration)], selection)
+    return asyncio.run(Runner(plan).run()).results[0]

@@ -229,26 +229,32 @@ def test_killing_redis_turns_it_down_within_3s_and_back_up(
     assert cache["alive"] is True and cache["state"] in ("up", "degraded")
 
 
-def test_page_in_headless_chromium_shows_down_and_root_cause(
-    small_sandbox: Sandbox, serve: Callable[..., Served], tmp_path: Path
-) -> None:
+def chromium(tmp_path: Path) -> Any:
+    """Headless Debian chromium through chromedriver (no browser download)."""
     need_binary("chromium", "scripts/install-services chromium")
     need_binary("chromedriver", "scripts/install-services chromium")
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
-    served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--grace", "0")
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or ""
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1600",
                  f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(
+    return webdriver.Chrome(
         options=options, service=Service(executable_path=shutil.which("chromedriver"))
     )
+
+
+def test_page_in_headless_chromium_shows_down_and_root_cause(
+    small_sandbox: Sandbox, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--grace", "0")
+    driver = chromium(tmp_path)
     try:
         driver.get(served.url + "/")
 
@@ -282,6 +288,63 @@ def test_page_in_headless_chromium_shows_down_and_root_cause(
             shutil.copy(shot, os.environ["STACKPROBE_KEEP_SCREENSHOT"])
         small_sandbox.up()
         wait_until(lambda: tile("cache") in ("up", "degraded"), 15, "cache tile alive again")
+    finally:
+        driver.quit()
+
+
+FLOW_INTERVAL = 2.0
+
+
+def test_killing_the_worker_turns_the_flows_celery_hop_red_within_one_flow_interval(
+    small_sandbox: Sandbox, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--grace", "0",
+                   "--flow-interval", str(FLOW_INTERVAL))  # fmt: skip
+    driver = chromium(tmp_path)
+    try:
+        driver.get(served.url + "/")
+
+        def hop(name: str) -> str:
+            try:
+                found = driver.find_elements(
+                    By.CSS_SELECTOR, f'#flowhops tr.hop[data-hop="{name}"]'
+                )
+                return (found[0].get_attribute("data-status") or "") if found else ""
+            except StaleElementReferenceException:
+                return ""
+
+        wait_until(
+            lambda: hop("celery") == "passed" and hop("redis") == "passed", 60, "flow hops green"
+        )
+        assert hop("consul") == "skipped"  # the small sandbox has no Consul: skipped, with why
+        assert metric(served.get("/metrics").text, "stackprobe_flow_success") == 1
+        small_sandbox.process("worker").kill()
+        killed = time.monotonic()
+        # the next flow starts within one interval and fails at once: no worker consumes
+        wait_until(lambda: hop("celery") == "failed", FLOW_INTERVAL + 8, "celery hop red")
+        took = time.monotonic() - killed
+        failing = driver.find_element(By.ID, "flowfail").text
+        assert failing.startswith("last failing hop: celery (worker)"), failing
+        assert "no live Celery worker consumes queue 'celery'" in failing
+        color = driver.find_element(
+            By.CSS_SELECTOR, '#flowhops tr.hop[data-hop="celery"] td.status'
+        )
+        assert color.value_of_css_property("background-color") == "rgba(207, 34, 46, 1)"  # red
+        shot = tmp_path / "monitor-flow-worker-killed.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("STACKPROBE_KEEP_FLOW_SCREENSHOT"):
+            shutil.copy(shot, os.environ["STACKPROBE_KEEP_FLOW_SCREENSHOT"])
+        flow = served.get("/api/flow").json()
+        assert flow["last_failing_hop"]["hop"] == "celery"
+        assert [f["ok"] for f in flow["history"]][-1] is False and True in [
+            f["ok"] for f in flow["history"]
+        ]
+        assert metric(served.get("/metrics").text, "stackprobe_flow_success") == 0
+        assert took < FLOW_INTERVAL + 8
     finally:
         driver.quit()
 

@@ -40,7 +40,11 @@ Modelled behaviour (recorded unless marked):
   `{"message":"Dashboard not found"}`.
 - `POST /api/ds/query`: Prometheus `vector(N)` and `up` (the recorded vector frames) → 200
   `results.A.frames`; `query_error` → 400 with `results.A.error` (the recorded unreachable
-  datasource answer). Other expressions and datasource types → 501.
+  datasource answer). A Tempo `queryType: traceId` query fetches `<tempo>/api/traces/<id>` as
+  protobuf from the datasource's URL and answers one `Trace` frame, a row per span; a Tempo
+  that does not answer 200 → 400 with `results.A.error` "failed to get trace with id: ..."
+  (source, not recorded: no recorded success body exists). Other expressions and datasource
+  types → 501.
 - Alerting provisioning: alert rules GET list, POST → 201 (`X-Disable-Provenance: true` →
   `provenance:""`, else `"api"`), GET/DELETE `<uid>` → 200/204, 404 with an empty body;
   a rule whose folder does not exist or whose data names an unknown datasource → 400
@@ -72,6 +76,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.proto.trace.v1 import trace_pb2
+
 from tests.standins._http import Answer, Request, Served
 
 RECORDINGS = Path(__file__).parent / "recordings" / "grafana-11"
@@ -80,6 +86,15 @@ HEALTH_OK = {
     "prometheus": "Successfully queried the Prometheus API.",  # (Grafana's text, not recorded)
 }
 DEFAULT_HEALTH_OK = "Data source is working"  # (not recorded)
+# the Trace frame's fields and types (source, not recorded: pkg/tsdb/tempo/trace_transform.go)
+TRACE_FIELDS = {
+    "traceID": "string", "spanID": "string", "parentSpanID": "string", "operationName": "string",
+    "serviceName": "string", "kind": "string", "statusCode": "number", "statusMessage": "string",
+    "instrumentationLibraryName": "string", "instrumentationLibraryVersion": "string",
+    "traceState": "string", "serviceTags": "other", "startTime": "number", "duration": "number",
+    "logs": "other", "references": "other", "tags": "other",
+}  # fmt: skip
+_SPAN_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 NO_HEALTH_CHECK = ("tempo",)  # plugins without CheckHealth on 10/11 (API-NOTES)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -562,6 +577,11 @@ class GrafanaStandin(Served):
                 found = self._datasources.get(uid or "")
             if found is None:  # (not recorded)
                 raise GrafanaFailure(400, {"message": f"data source not found: {uid}"})
+            if found[0]["type"] == "tempo" and query.get("queryType") == "traceId":
+                answer = self._tempo_trace(ref, found[0]["url"], str(query.get("query", "")))
+                failed = failed or "error" in answer
+                results[ref] = answer
+                continue
             if found[0]["type"] != "prometheus":
                 raise not_implemented(f"queries to {found[0]['type']} datasources")
             if self.query_delay_s:
@@ -574,6 +594,48 @@ class GrafanaStandin(Served):
                 continue
             results[ref] = {"status": 200, "frames": [self._frame(ref, str(query.get("expr", "")))]}  # fmt: skip
         return _json(400 if failed else 200, {"results": results})
+
+    @staticmethod
+    def _tempo_trace(ref: str, url: str, trace_id: str) -> dict[str, Any]:
+        """A Tempo `traceId` query (source, not recorded: pkg/tsdb/tempo/trace.go and
+        trace_transform.go): Grafana fetches `<tempo>/api/traces/<id>` as protobuf and answers
+        one frame named `Trace`, a row per span; a non-200 from Tempo is `results.A.error`."""
+        if not trace_id:
+            return {"status": 400, "error": "trace id is required", "errorSource": "plugin", "frames": []}  # fmt: skip
+        target = f"{url.rstrip('/')}/api/traces/{trace_id}"
+        request = urllib.request.Request(target, headers={"Accept": "application/protobuf"})  # noqa: S310 - the test's own URL
+        try:
+            with urllib.request.urlopen(request, timeout=5) as upstream:  # noqa: S310 - the test's own URL
+                body = upstream.read()
+        except urllib.error.HTTPError as exc:
+            said = exc.read().decode(errors="replace")
+            error = f"failed to get trace with id: {trace_id} Status: {exc.code} {exc.reason} Body: {said}"
+            return {"status": 500, "error": error, "errorSource": "downstream", "frames": []}
+        except OSError as exc:
+            return {"status": 500, "error": f"failed get to tempo: {exc}", "errorSource": "downstream", "frames": []}  # fmt: skip
+        columns: dict[str, list[Any]] = {name: [] for name in TRACE_FIELDS}
+        for batch in trace_pb2.TracesData.FromString(body).resource_spans:
+            attrs = {a.key: a.value.string_value for a in batch.resource.attributes}
+            for scope in batch.scope_spans:
+                for span in scope.spans:
+                    row = {
+                        "traceID": span.trace_id.hex(), "spanID": span.span_id.hex(),
+                        "parentSpanID": span.parent_span_id.hex(), "operationName": span.name,
+                        "serviceName": attrs.get("service.name", ""), "kind": _SPAN_KINDS.get(span.kind, ""),
+                        "statusCode": int(span.status.code), "statusMessage": span.status.message,
+                        "instrumentationLibraryName": scope.scope.name,
+                        "instrumentationLibraryVersion": scope.scope.version, "traceState": span.trace_state,
+                        "serviceTags": [{"key": k, "value": v} for k, v in attrs.items()],
+                        "startTime": span.start_time_unix_nano / 1e6,
+                        "duration": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
+                        "logs": [], "references": [], "tags": [],
+                    }  # fmt: skip
+                    for name in TRACE_FIELDS:
+                        columns[name].append(row[name])
+        fields = [{"name": n, "type": t, "config": {}} for n, t in TRACE_FIELDS.items()]
+        frame = {"schema": {"name": "Trace", "refId": ref, "meta": {"preferredVisualisationType": "trace"},
+                            "fields": fields}, "data": {"values": list(columns.values())}}  # fmt: skip
+        return {"status": 200, "frames": [frame]}
 
     @staticmethod
     def _frame(ref: str, expr: str) -> dict[str, Any]:

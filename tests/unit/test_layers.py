@@ -15,10 +15,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "errors", "durations", "state", "redact", "ids", "urls", "config", "explain", "http",
         "otlp", "dns", "check", "httpserver",
     ),
-    "kinds": ("kinds", "services", "compose", "resilience"),  # compose: the library its kind uses
+    "kinds": ("kinds", "services", "compose", "resilience", "flow", "flow_probe"),  # compose: the compose kind's library
     "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover", "resilience.restore",
                "report", "sandbox", "testing", "progress"),
-    "front": ("cli", "frontend", "pytest_plugin", "monitor", "compose.commands", "resilience.commands", "__main__", "__init__"),
+    "front": ("cli", "frontend", "pytest_plugin", "monitor", "compose.commands", "resilience.commands", "flow_commands", "__main__", "__init__"),
 }  # fmt: skip
 ORDER = list(LAYERS)
 

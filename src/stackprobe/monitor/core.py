@@ -1,5 +1,7 @@
 """The monitor: cheap liveness probes every interval, the full non-disruptive suite every
-full interval, both on the same catalog and engine as `stackprobe run`.
+full interval, and the end-to-end flow as a synthetic transaction every flow interval, all on
+the same catalog and engine as `stackprobe run` (the flow one at a time with the full runs:
+both send spans through the collector whose counters an exclusive check reads).
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from stackprobe.config import Stack
 from stackprobe.connect import Services
 from stackprobe.explain import explain
 from stackprobe.kinds import Kind
-from stackprobe.monitor.history import History
+from stackprobe.monitor.history import FlowRecord, History
 from stackprobe.monitor.state import Policy, ServiceStatus, Tracker, evaluate
 from stackprobe.redact import Redactor
-from stackprobe.results import RunResult
-from stackprobe.runner import Runner, Selection, make_plan
+from stackprobe.results import CheckResult, RunResult
+from stackprobe.runner import Runner, Selection, make_plan, stack_plan
+from stackprobe.services.stack_flow import flow_spec
 from stackprobe.store import save_result
 
 SPARKLINE_POINTS = 60
+FLOW_HISTORY_POINTS = 30
 
 
 @dataclass
@@ -34,12 +38,16 @@ class Monitor:
     policy: Policy = field(default_factory=Policy)
     interval: float = 1.0
     full_interval: float = 60.0
+    flow_interval: float = 30.0  # the synthetic flow; 0 = off
     probe_timeout: float = 0.5
     kinds: dict[str, Kind[Any]] = field(default_factory=known_kinds)
     latest_run: RunResult | None = None
     state: Path | None = None  # full runs go to this state dir's run store, as `run`'s do
     ready: bool = False
     rounds: int = 0
+    latest_flow: CheckResult | None = None
+    latest_flow_at: float | None = None
+    last_failing_hop: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         now = time.time()
@@ -47,6 +55,7 @@ class Monitor:
         self.redactor = Redactor(self.stack.secrets())
         # one client per service for the monitor's lifetime (clients reconnect by themselves)
         self.services = Services(self.stack, self.kinds)
+        self._one_at_a_time = asyncio.Lock()  # a flow never runs beside a full run
 
     # --- probing -----------------------------------------------------------------------------
 
@@ -78,7 +87,8 @@ class Monitor:
     async def full_run(self) -> RunResult:
         """The full non-disruptive suite (disruptive checks are never planned here)."""
         plan = make_plan(self.stack, Selection(allow_disruption=False))
-        result = await Runner(plan, kinds=self.kinds).run()
+        async with self._one_at_a_time:
+            result = await Runner(plan, kinds=self.kinds).run()
         if result.interrupted:  # Ctrl-C reached the run: the monitor stops too
             raise asyncio.CancelledError
         self.latest_run = result
@@ -86,6 +96,36 @@ class Monitor:
         if self.state is not None:
             with contextlib.suppress(OSError):  # the history keeps it; the store serves `coverage`
                 await asyncio.to_thread(save_result, result, self.state)
+        return result
+
+    async def flow_run(self) -> CheckResult:
+        """One synthetic transaction (the e2e-flow check) through the runner."""
+        plan = stack_plan(self.stack, [flow_spec()], Selection(allow_disruption=False))
+        # the monitor's open services, unless the plan added a stack service they do not know
+        services = self.services if plan.stack is self.stack else None
+        async with self._one_at_a_time:
+            run = await Runner(plan, kinds=self.kinds, services=services).run()
+        if run.interrupted:
+            raise asyncio.CancelledError
+        result = run.results[0]
+        now = time.time()
+        hops = list(result.evidence.get("hops") or [])
+        broken = next((h for h in hops if h.get("status") in ("failed", "error")), None)
+        if broken is None and result.outcome is not Outcome.PASSED:  # the check itself broke
+            broken = {"hop": "flow", "service": None, "status": result.outcome.value,
+                      "message": result.message}  # fmt: skip
+        self.latest_flow, self.latest_flow_at = result, now
+        if broken is not None:
+            self.last_failing_hop = {**broken, "at": now}
+        record = FlowRecord(
+            ts=now,
+            ok=result.outcome is Outcome.PASSED,
+            duration_ms=result.evidence.get("duration_ms"),
+            failing_hop=broken.get("hop") if broken else None,
+            message=self.redactor.text(result.message),
+            hops=hops,
+        )
+        await asyncio.to_thread(self.history.record_flow, record)
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -106,8 +146,14 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.full_interval)
 
+        async def flows() -> None:
+            while self.flow_interval > 0 and not stop.is_set():
+                await self.flow_run()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.flow_interval)
+
         try:
-            await asyncio.gather(probing(), full_runs())
+            await asyncio.gather(probing(), full_runs(), flows())
         finally:
             await self.services.aclose()
 
@@ -151,6 +197,31 @@ class Monitor:
             "uptime": self.history.uptime(name),
         }
 
+    def flow_view(self) -> dict[str, Any]:
+        """The synthetic flow for the page and the API: the last one's hops, the last failing
+        hop, and the recent flows from the history."""
+        flow = self.latest_flow
+        last = None
+        if flow is not None:
+            last = {
+                "at": self.latest_flow_at,
+                "outcome": flow.outcome.value,
+                "message": flow.message,
+                "trace_id": flow.evidence.get("trace_id"),
+                "duration_ms": flow.evidence.get("duration_ms"),
+                "hops": self.redactor.data(flow.evidence.get("hops") or []),
+            }
+        return {
+            "enabled": self.flow_interval > 0,
+            "interval_s": self.flow_interval,
+            "last": last,
+            "last_failing_hop": self.redactor.data(self.last_failing_hop),
+            "history": [
+                {"ts": f.ts, "ok": f.ok, "duration_ms": f.duration_ms, "failing_hop": f.failing_hop}
+                for f in self.history.flows(FLOW_HISTORY_POINTS)
+            ],
+        }
+
     def status_document(self) -> dict[str, Any]:
         statuses = self.statuses()
         run = self.latest_run
@@ -161,6 +232,7 @@ class Monitor:
             "all_up": bool(statuses) and all(s.alive is True for s in statuses.values()),
             "services": {name: self.service_view(name, st) for name, st in statuses.items()},
             "coverage": run.coverage.model_dump() if run else None,
+            "flow": self.flow_view(),
             "latest_run": {
                 "run_id": run.run_id,
                 "started_at": run.started_at,

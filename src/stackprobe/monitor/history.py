@@ -1,12 +1,15 @@
-"""Probe history in SQLite (embedded, in the state dir): uptime and latency over time."""
+"""Probe and flow history in SQLite (embedded, in the state dir): uptime and latency over
+time, and each synthetic flow's outcome, failing hop and hop latencies."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 UPTIME_CACHE_S = 10.0
@@ -18,7 +21,22 @@ CREATE TABLE IF NOT EXISTS probes (
 );
 CREATE INDEX IF NOT EXISTS probes_service_ts ON probes (service, ts);
 CREATE TABLE IF NOT EXISTS runs (ts REAL NOT NULL, run_id TEXT PRIMARY KEY, result TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flows (
+    ts REAL NOT NULL, ok INTEGER NOT NULL, duration_ms REAL, failing_hop TEXT, message TEXT,
+    hops TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flows_ts ON flows (ts);
 """
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    ts: float
+    ok: bool
+    duration_ms: float | None
+    failing_hop: str | None
+    message: str
+    hops: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,26 @@ class History:
         with self._lock:
             self._db.execute("DELETE FROM probes WHERE ts < ?", (now - self.retention_s,))
             self._db.execute("DELETE FROM runs WHERE ts < ?", (now - self.retention_s,))
+            self._db.execute("DELETE FROM flows WHERE ts < ?", (now - self.retention_s,))
             self._last_prune = now
+
+    def record_flow(self, flow: FlowRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO flows (ts, ok, duration_ms, failing_hop, message, hops) VALUES (?, ?, ?, ?, ?, ?)",
+                (flow.ts, int(flow.ok), flow.duration_ms, flow.failing_hop, flow.message[:1000],
+                 json.dumps(flow.hops)),
+            )  # fmt: skip
+
+    def flows(self, limit: int = 30) -> list[FlowRecord]:
+        """The last `limit` flows, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, ok, duration_ms, failing_hop, message, hops FROM flows ORDER BY ts DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [FlowRecord(ts, bool(ok), d, hop, msg or "", json.loads(hops))
+                for ts, ok, d, hop, msg, hops in reversed(rows)]  # fmt: skip
 
     def record_run(self, run_id: str, result_json: str, ts: float | None = None) -> None:
         with self._lock:

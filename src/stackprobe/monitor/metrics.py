@@ -80,11 +80,35 @@ class MonitorCollector(Collector):
             for name, cov in run.coverage.services.items():
                 coverage.add_metric([label(name)], round(cov.percent / 100, 4))
         yield from (check_status, duration, coverage)
+        yield from self._flow()
         # exposed as stackprobe_monitor_probe_rounds_total: the exposition appends _total
         yield CounterMetricFamily(
             "stackprobe_monitor_probe_rounds",
             "liveness probe rounds since the monitor started",
             value=m.rounds,
+        )
+
+    def _flow(self) -> Iterator[Metric]:
+        """The last synthetic flow: each hop's latency (and `total`), and whether it passed."""
+        flow = self.monitor.latest_flow
+        if flow is None:
+            return
+        duration = GaugeMetricFamily(
+            "stackprobe_flow_duration_seconds",
+            "latency of each hop of the last synthetic flow (hop=total: the whole flow)",
+            labels=["hop"],
+        )
+        for hop in flow.evidence.get("hops") or []:
+            if isinstance(hop.get("latency_ms"), int | float):
+                duration.add_metric([str(hop["hop"])], round(hop["latency_ms"] / 1000, 6))
+        total = flow.evidence.get("duration_ms")
+        if isinstance(total, int | float):
+            duration.add_metric(["total"], round(total / 1000, 6))
+        yield duration
+        yield GaugeMetricFamily(
+            "stackprobe_flow_success",
+            "1 when the last synthetic flow passed every hop it ran, else 0",
+            value=1 if flow.outcome is Outcome.PASSED else 0,
         )
 
 

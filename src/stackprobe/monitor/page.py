@@ -1,8 +1,9 @@
 """The monitor's one page: inline CSS and JS, no external assets, works offline.
 
 It polls /api/status every second and redraws tiles (state, latency sparkline, last error,
-root cause), the dependency graph (impacted services highlighted), the coverage matrix and
-the per-check outcomes of the last full run. A `?token=` in its URL is sent as a Bearer token.
+root cause), the dependency graph (impacted services highlighted), the synthetic flow (each
+hop's status and latency, the last failing hop, recent flows), the coverage matrix and the
+per-check outcomes of the last full run. A `?token=` in its URL is sent as a Bearer token.
 """
 
 PAGE = """<!doctype html>
@@ -39,6 +40,10 @@ table { border-collapse:collapse; background:var(--card); font-size:13px; }
 th, td { border:1px solid var(--line); padding:3px 8px; text-align:left; }
 td.c-passed { background:#dafbe1; } td.c-failed { background:#ffebe9; } td.c-error { background:#fbefff; }
 td.c-skipped { background:#fff8c5; } td.c-not-run { background:#eaeef2; color:var(--unknown); }
+tr.hop[data-status=passed] td.status { background:#dafbe1; color:var(--up); font-weight:600; }
+tr.hop[data-status=failed] td.status, tr.hop[data-status=error] td.status { background:#cf222e; color:#fff; font-weight:600; }
+tr.hop[data-status=skipped] td.status { background:#eaeef2; color:var(--unknown); }
+.flowdots span { display:inline-block; width:10px; height:10px; margin-right:2px; border-radius:2px; }
 @media print { header { position:static; } .tile { break-inside:avoid; } }
 </style></head>
 <body>
@@ -47,6 +52,9 @@ td.c-skipped { background:#fff8c5; } td.c-not-run { background:#eaeef2; color:va
 <main>
 <section><h2>Services</h2><div id="tiles"></div></section>
 <section><h2>Dependencies</h2><svg id="graph" height="120" role="img" aria-label="dependency graph"></svg></section>
+<section id="flow"><h2>Synthetic flow <span class="muted" id="flowinfo"></span></h2>
+<div id="flowfail" class="err"></div><div id="flowhops" class="muted">no flow yet</div>
+<div class="flowdots" id="flowdots"></div></section>
 <section><h2>Coverage <span class="muted" id="runinfo"></span></h2><div id="matrix" class="muted">no full run yet</div></section>
 <section><h2>Checks of the last full run</h2><div id="checks" class="muted">no full run yet</div></section>
 </main>
@@ -165,6 +173,34 @@ async function renderChecks(run) {
   document.getElementById("runinfo").textContent = "· run " + run.run_id + " · " + run.summary.passed + " passed, " +
     run.summary.failed + " failed, " + run.summary.error + " error, " + run.summary.skipped + " skipped";
 }
+function renderFlow(flow) {
+  const info = document.getElementById("flowinfo");
+  if (!flow || !flow.enabled) { info.textContent = "· off (--flow-interval 0)"; return; }
+  info.textContent = "· every " + flow.interval_s + " s";
+  const last = flow.last;
+  if (last) {
+    info.textContent += " · last " + last.outcome + " in " + ((last.duration_ms || 0) / 1000).toFixed(2) +
+      " s at " + new Date(last.at * 1000).toLocaleTimeString() + (last.trace_id ? " · trace " + last.trace_id : "");
+    const table = el("table", {"data-outcome": last.outcome});
+    const head = el("tr");
+    head.append(el("th", {}, "hop"), el("th", {}, "service"), el("th", {}, "status"), el("th", {}, "latency"), el("th", {}, "message"));
+    table.append(head);
+    for (const h of last.hops) {
+      const tr = el("tr", {class: "hop", "data-hop": h.hop, "data-status": h.status});
+      tr.append(el("td", {}, h.hop), el("td", {}, h.service || "–"), el("td", {class: "status"}, h.status),
+                el("td", {}, h.latency_ms === null || h.latency_ms === undefined ? "–" : h.latency_ms.toFixed(1) + " ms"),
+                el("td", {}, h.message));
+      table.append(tr);
+    }
+    document.getElementById("flowhops").replaceChildren(table);
+  }
+  const fail = flow.last_failing_hop;
+  document.getElementById("flowfail").textContent = fail ?
+    "last failing hop: " + fail.hop + " (" + (fail.service || "–") + ") at " + new Date(fail.at * 1000).toLocaleTimeString() + ": " + fail.message : "";
+  const dots = document.getElementById("flowdots");
+  dots.replaceChildren(...flow.history.map(f => el("span", {title: (f.ok ? "passed" : "broke at " + f.failing_hop) +
+    " · " + new Date(f.ts * 1000).toLocaleTimeString(), style: "background:" + (f.ok ? COLORS.up : COLORS.down)})));
+}
 async function tick() {
   try {
     const r = await fetch("api/status", {headers});
@@ -179,6 +215,7 @@ async function tick() {
     document.getElementById("updated").textContent = "updated " + new Date(doc.generated_at * 1000).toLocaleTimeString();
     renderTiles(doc.services);
     renderGraph(doc.services);
+    renderFlow(doc.flow);
     renderMatrix(doc.coverage);
     await renderChecks(doc.latest_run);
   } catch (e) {

@@ -92,6 +92,7 @@ def create_app(monitor: Monitor, token: str | None) -> Starlette:
         Route("/api/services/{name:path}", guarded(views.service)),
         Route("/api/history", guarded(views.history)),
         Route("/api/runs/latest", guarded(views.latest_run)),
+        Route("/api/flow", guarded(views.flow)),
         Route("/metrics", guarded(views.metrics)),
         Route("/healthz", views.healthz),  # open: they reveal only up/down
         Route("/readyz", views.readyz),
@@ -199,6 +200,9 @@ class _Views:
         if run is None:
             return _json(404, {"error": "no full run has finished yet"})
         return Response(run, media_type="application/json")
+
+    async def flow(self, request: Request) -> Response:
+        return _json(200, self.monitor.flow_view())
 
     async def metrics(self, request: Request) -> Response:
         body, content_type = metrics.exposition(self.registry, request.headers.get("accept", ""))

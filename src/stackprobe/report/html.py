@@ -13,6 +13,7 @@ from html import escape
 
 from stackprobe.check import Outcome, Severity
 from stackprobe.coverage import NOT_RUN
+from stackprobe.report.hops import hop_rows
 from stackprobe.report.matrix import counts, gaps, kind_groups, stack_arg_for
 from stackprobe.report.scenarios import html_section
 from stackprobe.results import CheckResult, RunResult
@@ -115,6 +116,23 @@ def _pill(label: str) -> str:
 
 def _evidence(r: CheckResult) -> str:
     return escape(json.dumps(r.evidence, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _hops(r: CheckResult) -> str:
+    """A flow check's hops as a table (hop, service, status, latency, message)."""
+    rows = hop_rows(r)
+    if not rows:
+        return ""
+    body = "".join(
+        f'<tr><td class="mono">{escape(h.hop)}</td><td>{escape(h.service)}</td>'
+        f'<td>{_pill(h.status)}</td><td class="time">{escape(h.latency)}</td>'
+        f"<td>{escape(h.message)}</td></tr>"
+        for h in rows
+    )
+    return (
+        '<table class="results hops"><tr><th>hop</th><th>service</th><th>status</th>'
+        f"<th>latency</th><th>message</th></tr>{body}</table>"
+    )
 
 
 def render_html(result: RunResult, color: bool = False) -> str:
@@ -231,7 +249,7 @@ def _failures(result: RunResult, stack_arg: str) -> list[str]:
             f'<p>{_pill(label)} <b class="mono">{escape(r.check)}</b> on '
             f"<b>{escape(r.service)}</b> ({escape(r.kind)}) · {r.duration_s:.2f} s</p>",
             f'<p class="title">{escape(r.title)}</p>',
-            f"<p>{escape(r.message)}</p>",
+            f"<p>{escape(r.message)}</p>{_hops(r)}",
             f"<pre>{_evidence(r)}</pre>" if r.evidence else "",
             f"<p>rerun: <code>stackprobe run {escape(stack_arg)} --service "
             f"{escape(r.service)} --capability {escape(r.capability)}</code></p>",
@@ -271,7 +289,7 @@ def _services(result: RunResult) -> list[str]:
                 f'<td class="check"><span class="mono">{escape(r.check)}</span><br>'
                 f'<span class="title">{escape(r.title)}</span></td>'
                 f'<td class="time">{r.duration_s:.2f} s</td>'
-                f"<td>{escape(r.message)}{evidence}</td></tr>"
+                f"<td>{escape(r.message)}{_hops(r)}{evidence}</td></tr>"
             )
         out.append("</table>")
     out.append("</section>")

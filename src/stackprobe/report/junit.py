@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 from stackprobe.check import Outcome
+from stackprobe.report.hops import hop_lines
 from stackprobe.results import RunResult
 
 
@@ -32,6 +33,8 @@ def render_junit(result: RunResult, color: bool = False) -> str:
             suite, "testcase", classname=r.service, name=r.check, time=f"{r.duration_s:.3f}"
         )
         evidence = json.dumps(r.evidence, indent=2, sort_keys=True)
+        if hops := hop_lines(r):
+            evidence = "hops:\n" + "\n".join(f"  {line}" for line in hops) + "\n\n" + evidence
         if r.outcome is Outcome.FAILED:
             tag = "failure"
             node = ET.SubElement(case, tag, message=r.message, type=f"{r.severity.value}")

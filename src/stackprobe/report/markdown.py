@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from stackprobe.check import Outcome, Severity
+from stackprobe.report.hops import hop_rows
 from stackprobe.report.matrix import md_escape, render_matrix_markdown, stack_arg_for
 from stackprobe.results import CheckResult, RunResult
 
@@ -69,6 +70,15 @@ def render_markdown(result: RunResult, color: bool = False) -> str:
                 "",
             ]
         lines += ["</details>", ""]
+    for r in (r for r in result.results if hop_rows(r)):
+        lines += [f"### Hops of `{r.check}`", "", "| hop | service | status | latency | message |",
+                  "|---|---|---|---:|---|"]  # fmt: skip
+        lines += [
+            f"| {h.hop} | {md_escape(h.service)} | {ICONS.get(h.status, '')} {h.status} | "
+            f"{h.latency} | {md_escape(h.message)} |"
+            for h in hop_rows(r)
+        ]
+        lines.append("")
     lines.append(render_matrix_markdown(result, stack_arg, heading="###"))
     lines += [
         f"<details><summary>All {len(result.results)} results</summary>",

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stackprobe.check import Outcome, Severity
+from stackprobe.report.hops import hop_rows
 from stackprobe.report.scenarios import text_parts
 from stackprobe.results import CheckResult, RunResult
 
@@ -27,6 +28,25 @@ def outcome_text(r: CheckResult) -> Text:
     if r.outcome is Outcome.FAILED and r.severity is Severity.WARNING:
         return Text("warning", style="yellow")
     return Text(label, style=STYLES[r.outcome])
+
+
+HOP_STYLES = {o.value: style for o, style in STYLES.items()}
+
+
+def hop_table(r: CheckResult) -> Table:
+    """The hops of a flow check, under its service's table."""
+    table = Table(title=f"{r.check} hops", title_justify="left", expand=False, width=WIDTH)
+    table.add_column("hop", no_wrap=True, width=10)
+    table.add_column("service", no_wrap=True, width=14)
+    table.add_column("status", no_wrap=True, width=7)
+    table.add_column("latency", justify="right", no_wrap=True, width=11)
+    table.add_column("message", overflow="fold", ratio=1)
+    for h in hop_rows(r):
+        table.add_row(
+            Text(h.hop), Text(h.service), Text(h.status, style=HOP_STYLES.get(h.status, "")),
+            h.latency, Text(h.message),
+        )  # fmt: skip
+    return table
 
 
 def build(result: RunResult) -> Group:
@@ -59,6 +79,7 @@ def build(result: RunResult) -> Group:
             # messages quote what services said: text, never rich markup ("[b'x']", "[/api]")
             table.add_row(Text(r.check), outcome_text(r), f"{r.duration_s:.2f}s", Text(r.message))
         parts.append(table)
+        parts += [hop_table(r) for r in rows if hop_rows(r)]
     parts += text_parts(result)
     s = result.summary
     status = "interrupted" if result.interrupted else ("FAILED" if result.exit_code else "OK")

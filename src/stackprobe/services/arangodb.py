@@ -24,7 +24,7 @@ import random
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -287,6 +287,81 @@ def _expect_error(
     raise CheckFailed(
         f"{what}: expected HTTP {status} errorNum {num}, saw {_said(response)}: {consequence}"
     )
+
+
+# --- metadata graph (the end-to-end flow's store) --------------------------------------------
+
+Cleanup = Callable[[Callable[[], Awaitable[Any]], str], None]
+LINKED = "FOR v, e, p IN 1..1 OUTBOUND @start GRAPH @graph RETURN p.vertices[*]._key"
+
+
+@dataclass(frozen=True)
+class MetadataGraph:
+    """Metadata documents joined by edges in a named graph of a run's own: the end-to-end
+    flow writes a request's metadata document and an edge to its task's, then reads the edge
+    back by traversal. Database (or collections in options.database), graph and collections
+    carry the run prefix and are dropped by name through `cleanup`."""
+
+    client: ArangoClient
+    db: str
+    graph: str
+    vertices: str
+    edges: str
+
+    @classmethod
+    async def create(cls, client: ArangoClient, prefix: str, cleanup: Cleanup) -> MetadataGraph:
+        db = client.options.database
+        if db is None:
+            db = f"{prefix}arangodb-flow"
+
+            async def drop_db() -> None:
+                await client.call("DELETE", f"/_api/database/{quote(db, safe='')}", ok=(200, 404))
+
+            cleanup(drop_db, f"drop database {db}")
+            await client.call("POST", "/_api/database", json={"name": db}, ok=(201,))
+        graph, vertices, edges = f"{prefix}flow", f"{prefix}flow-docs", f"{prefix}flow-links"
+        for name in (vertices, edges):  # the graph creates them; dropped after the graph
+
+            async def drop(name: str = name) -> None:
+                path = f"/_api/collection/{quote(name, safe='')}"
+                await client.call("DELETE", path, db=db, ok=(200, 404))
+
+            cleanup(drop, f"drop collection {name}")
+
+        async def drop_graph() -> None:
+            await client.call(
+                "DELETE", f"/_api/gharial/{quote(graph, safe='')}", db=db, ok=(202, 404)
+            )
+
+        cleanup(drop_graph, f"drop graph {graph}")
+        definition = {"collection": edges, "from": [vertices], "to": [vertices]}
+        await client.call(
+            "POST", "/_api/gharial", db=db, json={"name": graph, "edgeDefinitions": [definition]}
+        )
+        return cls(client, db, graph, vertices, edges)
+
+    async def link(self, source: dict[str, Any], target: dict[str, Any]) -> None:
+        """Insert both documents (each with its `_key`) and the edge source → target."""
+        inserted = await self.client.call(
+            "POST", f"/_api/document/{quote(self.vertices, safe='')}", db=self.db, json=[source, target]
+        )  # fmt: skip
+        refused = [r for r in inserted if isinstance(r, dict) and r.get("error")]
+        if refused:
+            raise CheckFailed(f"document insert into {self.vertices}: {len(refused)} of 2 refused: {refused[0]}")  # fmt: skip
+        response = await self.client.request(
+            "POST",
+            f"/_api/gharial/{quote(self.graph, safe='')}/edge/{quote(self.edges, safe='')}",
+            db=self.db,
+            json={"_from": f"{self.vertices}/{source['_key']}", "_to": f"{self.vertices}/{target['_key']}"},
+        )  # fmt: skip
+        if response.status_code not in (201, 202):
+            raise CheckFailed(f"edge {source['_key']}→{target['_key']} through the graph API: expected HTTP 201/202, saw {_said(response)}")  # fmt: skip
+
+    async def targets(self, key: str) -> list[list[str]]:
+        """The paths (vertex keys) one edge away from `key`."""
+        start = f"{self.vertices}/{key}"
+        cursor = await self.client.aql(LINKED, {"start": start, "graph": self.graph}, db=self.db)
+        return [list(path) for path in cursor.get("result") or []]
 
 
 # --- connectivity ----------------------------------------------------------------------------

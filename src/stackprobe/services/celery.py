@@ -9,6 +9,7 @@ causes in the broker and backend (result keys, pidbox reply queues) is removed b
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from pydantic import BaseModel, ConfigDict
 
 from stackprobe.check import CheckContext, CheckFailed
@@ -139,6 +141,30 @@ class CeleryClient:
         if value != [nonce]:
             raise CheckFailed(f"expected the worker to return [{nonce!r}], got {value!r}")
         return took
+
+    async def wait_result(self, task_id: str, timeout: float) -> Any:
+        """The result of a task sent by anyone (the flow's probe service), within `timeout`;
+        TimeoutError when none came."""
+        result = self.app.AsyncResult(task_id)
+        try:
+            return await asyncio.to_thread(result.get, timeout=timeout, propagate=False)
+        except CeleryTimeoutError:
+            raise TimeoutError(f"no result for task {task_id} within {timeout:g} s") from None
+
+    async def withdraw(self, task_id: str, limit: int = 10_000) -> bool:
+        """Remove our task's message from the queue when no worker took it (by its task id,
+        never by position); whether it was there. Long queues (> `limit`) are left alone."""
+        async with _redis(self.broker_url) as client:
+            if await client.llen(self.queue) > limit:
+                return False
+            for raw in await client.lrange(self.queue, 0, -1):
+                try:
+                    headers = json.loads(raw).get("headers") or {}
+                except (ValueError, AttributeError):
+                    continue
+                if headers.get("id") == task_id:
+                    return bool(await client.lrem(self.queue, 1, raw))  # type: ignore[arg-type]
+        return False
 
     async def forget_result(self, task_id: str) -> None:
         async with _redis(self.backend_url) as client:

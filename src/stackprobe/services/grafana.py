@@ -43,6 +43,8 @@ from stackprobe.http import (
 )
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
+from stackprobe.services.jaeger import JaegerStore
+from stackprobe.services.tracestore import StoredSpan
 
 DEFAULT_USER = "admin"
 QUERY_MS = 1000.0  # default expectations.query_ms: median of a query through Grafana
@@ -212,6 +214,64 @@ def prometheus_datasource(
         raise CheckSkipped("no Prometheus datasource to query through")
     uids = ", ".join(str(d.get("uid")) for d in proms)
     raise CheckSkipped(f"several Prometheus datasources ({uids}): set options.query_datasource")
+
+
+# --- traces through a trace datasource (the end-to-end flow's last hop) ------------------------
+
+
+def trace_datasource(
+    datasources: list[dict[str, Any]], store_kind: str, uid: str | None
+) -> dict[str, Any]:
+    """The datasource that reads the trace store: `uid` when given, else the only one of the
+    store's type (tempo, jaeger); skipped when there is none or the choice is ambiguous."""
+    if uid is not None:
+        found = next((d for d in datasources if d.get("uid") == uid), None)
+        if found is None:
+            have = ", ".join(str(d.get("uid")) for d in datasources) or "none"
+            raise CheckFailed(f"trace datasource {uid!r}: no such datasource (have: {have})")
+        return found
+    same = [d for d in datasources if d.get("type") == store_kind]
+    if len(same) == 1:
+        return same[0]
+    if not same:
+        raise CheckSkipped(f"Grafana has no {store_kind} datasource to read the trace through")
+    uids = ", ".join(str(d.get("uid")) for d in same)
+    raise CheckSkipped(f"several {store_kind} datasources ({uids}): name one in the flow's options")
+
+
+async def trace_through(
+    client: GrafanaClient, datasource: dict[str, Any], trace_id: str
+) -> list[StoredSpan]:
+    """The trace as Grafana's datasource serves it: Tempo through `/api/ds/query` (a `traceId`
+    query, answered with one `Trace` frame); Jaeger, whose datasource reads traces through the
+    datasource proxy on Grafana 10/11, through `/api/datasources/proxy/uid/<uid>/api/traces/<id>`."""
+    uid = str(datasource.get("uid"))
+    if datasource.get("type") == "jaeger":
+        response = await client.http.get(f"/api/datasources/proxy/uid/{uid}/api/traces/{trace_id}")
+        if response.status_code != 200:
+            raise grafana_error(response)
+        data = json_body(response, label="grafana").get("data") or []
+        return JaegerStore.spans_of(data[0]) if data else []
+    query = {"refId": "A", "datasource": {"type": datasource.get("type"), "uid": uid},
+             "queryType": "traceId", "query": trace_id}  # fmt: skip
+    response = await client.http.post(
+        "/api/ds/query", json={"queries": [query], "from": "now-1h", "to": "now"}
+    )
+    body = json_or_none(response)
+    answer = body.get("results", {}).get("A", {}) if isinstance(body, dict) else {}
+    if response.status_code != 200:
+        if answer.get("error"):
+            raise CheckFailed(f"grafana: /api/ds/query for trace {trace_id}: HTTP {response.status_code}: {answer['error']}")  # fmt: skip
+        raise grafana_error(response)
+    spans: list[StoredSpan] = []
+    for frame in answer.get("frames") or []:
+        names = [f.get("name") for f in frame.get("schema", {}).get("fields", [])]
+        columns = dict(zip(names, frame.get("data", {}).get("values", []), strict=False))
+        rows = zip(*(columns.get(c) or [] for c in ("spanID", "parentSpanID", "operationName", "serviceName")), strict=False)  # fmt: skip
+        spans += [
+            StoredSpan(str(s), str(p or ""), str(n or ""), str(v or ""), {}) for s, p, n, v in rows
+        ]
+    return spans
 
 
 # --- health ----------------------------------------------------------------------------------

@@ -71,10 +71,11 @@ class JaegerStore:
         data = expect_json(answer, label=LABEL).get("data") or []
         if not data:
             return None
-        return self._spans(data[0])
+        return self.spans_of(data[0])
 
     @staticmethod
-    def _spans(trace: dict[str, Any]) -> list[StoredSpan]:
+    def spans_of(trace: dict[str, Any]) -> list[StoredSpan]:
+        """One trace of the query API's JSON (`data[0]`) as StoredSpans."""
         processes = trace.get("processes", {})
         spans = []
         for s in trace.get("spans", []):

@@ -23,6 +23,7 @@ from stackprobe.check import CheckContext, CheckFailed, ms
 from stackprobe.config import Stack, StackConfig
 from stackprobe.errors import outcome_of
 from stackprobe.explain import explain
+from stackprobe.flow import FlowOptions, config_problems, resolve_roles
 from stackprobe.kinds import Kind, Target
 from stackprobe.resilience.builtin import builtin
 from stackprobe.resilience.model import Tolerances
@@ -39,6 +40,7 @@ class StackOptions(BaseModel):
     # replace a built-in scenario's own (`redis-crash: {recover_s: 20, lost_writes: 0}`)
     targets: dict[str, str] = {}
     tolerances: dict[str, Tolerances] = {}
+    flow: FlowOptions = FlowOptions()  # the end-to-end flow's roles and bounds (flow.py)
 
 
 @dataclass(frozen=True)
@@ -49,19 +51,31 @@ class StackView:
     members: tuple[str, ...]
 
 
+def members_of(stack: Stack, opts: StackOptions) -> tuple[str, ...]:
+    """The services the stack-level checks look at."""
+    return tuple(
+        name
+        for name, svc in stack.services.items()
+        if svc.kind != KIND_NAME and name not in opts.exclude
+    )
+
+
+def options_of(stack: Stack, name: str) -> StackOptions:
+    typed = stack.typed.get(name)
+    if typed is not None and isinstance(typed.options, StackOptions):
+        return typed.options
+    return StackOptions.model_validate(stack.service(name).options)
+
+
 @asynccontextmanager
 async def _connect(target: Target) -> AsyncIterator[StackView]:
     opts: StackOptions = target.options or StackOptions()
-    members = tuple(
-        name
-        for name, svc in target.stack.services.items()
-        if svc.kind != KIND_NAME and name not in opts.exclude
-    )
-    yield StackView(target.stack, members)
+    yield StackView(target.stack, members_of(target.stack, opts))
 
 
 def _check_config(name: str, config: StackConfig) -> list[str]:
     options = config.services[name].options
+    flow = options.get("flow")
     problems = [
         f"options.exclude: no service {n!r} in this stack"
         for n in options.get("exclude") or []
@@ -80,7 +94,18 @@ def _check_config(name: str, config: StackConfig) -> list[str]:
         for n in (tolerances if isinstance(tolerances, dict) else [])
         if n not in known
     ]
+    if isinstance(flow, dict):
+        problems += config_problems(config, flow)
     return problems
+
+
+def _traffic(stack: Stack, name: str) -> tuple[str, ...]:
+    """The flow's spans pass through its collector: its checks hold it shared, so that an
+    exclusive collector check (counters that must move by exactly what it sent) runs alone."""
+    opts = options_of(stack, name)
+    roles = resolve_roles(stack, members_of(stack, opts), opts.flow, f"services.{name}")
+    collector = roles.names.get("collector")
+    return (collector,) if collector else ()
 
 
 KIND: Kind[StackView] = Kind(
@@ -88,11 +113,12 @@ KIND: Kind[StackView] = Kind(
     description="The stack as a whole: service health, dependencies, failover, recovery, e2e flow, load",
     # DESIGN's stack capabilities, each declared with the checks that prove it (failover,
     # recovery, e2e-flow and load come with the resilience, flow and load work)
-    capabilities=("service-health", "dependencies", "failover", "recovery"),
+    capabilities=("service-health", "dependencies", "failover", "recovery", "e2e-flow"),
     connect=_connect,
     url_required=False,
     options_model=StackOptions,
     check_config=_check_config,
+    traffic_of=_traffic,
 )
 check = KIND.check
 

@@ -1,8 +1,12 @@
-"""Sandbox components: redis-server (RDB + AOF on) and a Celery worker on it."""
+"""Sandbox components: redis-server (RDB + AOF on) and a Celery worker on it, instrumented with
+OpenTelemetry (sandbox/celery_worker.py) and exporting its spans to the sandbox collector."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
+from pathlib import Path
 
 import redis as sync_redis
 
@@ -56,12 +60,28 @@ REDIS = Component(
 )
 
 WORKER_NAME = "stackprobe-sandbox@%h"
+WORKER_SERVICE_NAME = "stackprobe-sandbox-worker"  # service.name of the worker's spans
+WORKER_APP = "stackprobe_worker"
+# the app's source; read as a file, never imported here (importing it instruments the process)
+WORKER_SOURCE = Path(__file__).resolve().parents[1] / "celery_worker.py"
+WORKER_CONFIG = "stackprobe_worker.json"  # celery_worker.CONFIG_NAME
 
 
 def _worker_command(layout: Layout) -> list[str]:
+    """Copy the instrumented app next to its config (it imports only installed packages, so
+    the worker needs no PYTHONPATH) and run it from there."""
     url = _redis_url(layout)
+    layout.dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(WORKER_SOURCE, layout.dir / f"{WORKER_APP}.py")
+    collector = layout.ports.get("otelcol.otlp_http")  # a sandbox without one: no export
+    config = {
+        "otlp_http": f"http://127.0.0.1:{collector}" if collector else None,
+        "service_name": WORKER_SERVICE_NAME,
+    }
+    (layout.dir / WORKER_CONFIG).write_text(json.dumps(config) + "\n")
     return [
         sys.executable, "-m", "celery",
+        "-A", WORKER_APP,
         "--broker", url,
         "--result-backend", url,
         "worker",
@@ -93,7 +113,7 @@ CELERY_WORKER = Component(
     port_names=(),
     command=_worker_command,
     ready=_worker_ready,
-    requires=("redis",),
+    requires=("redis", "otelcol"),
     services=lambda layout: {
         "worker": {
             "kind": "celery",
