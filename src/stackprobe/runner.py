@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -417,9 +418,15 @@ class Runner:
             severity=spec.severity,
             disruptive=spec.disruptive,
             duration_s=round(took, 3),
-            message=self._redactor.text(" ".join(message.split())),
+            message=self._redactor.text(one_line(message)),
             evidence=self._redactor.data(_jsonable(evidence)),
         )
+
+
+def one_line(message: str) -> str:
+    """A message on one line: line breaks (and the spaces around them) become one space;
+    other spacing is kept, so a title quoted as written reads as written."""
+    return re.sub(r"[ \t]*[\r\n\v\f]+[ \t]*", " ", message).strip()
 
 
 async def call_check(fn: CheckFn, ctx: CheckContext[Any], timeout: float) -> tuple[Outcome, str]:

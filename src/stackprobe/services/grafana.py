@@ -19,7 +19,7 @@ import asyncio
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,15 +43,14 @@ from stackprobe.http import (
 )
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
+from stackprobe.services import dashboards
 
 DEFAULT_USER = "admin"
 QUERY_MS = 1000.0  # default expectations.query_ms: median of a query through Grafana
 QUERY_SAMPLES = 5
 MAX_DASHBOARDS = 100  # dashboards inspected when expectations.dashboards is not set
 HEALTH_CONCURRENCY = 8  # datasource health checks at once
-EXPRESSION_UIDS = ("__expr__", "-100")  # server-side expressions, not datasources
-# datasource references a panel may hold that are not datasources of the org
-BUILTIN_DATASOURCES = ("grafana", "-- Grafana --", "-- Mixed --", "-- Dashboard --", "dashboard", "mixed", *EXPRESSION_UIDS)  # fmt: skip
+EXPRESSION_UIDS = dashboards.EXPRESSIONS  # server-side expressions, not datasources
 PROVENANCE_OFF = {"X-Disable-Provenance": "true"}
 
 
@@ -323,32 +322,14 @@ async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
 # --- dashboards ------------------------------------------------------------------------------
 
 
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Every panel, including those inside (collapsed) rows."""
-    for item in panels:
-        yield item
-        yield from _panels(item.get("panels") or [])
-
-
-def _ref(value: Any) -> str | None:
-    """A panel's datasource reference: a uid, a name (older dashboards), or None (default)."""
-    if isinstance(value, dict):
-        uid = value.get("uid")
-        return None if uid is None else str(uid)
-    return None if value is None else str(value)
-
-
-@check(
-    "dashboards",
-    title="expected dashboards exist, load, and every panel reads an existing datasource",
-    name="panels_resolve",
-    timeout=30,
-)
-async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
-    client = ctx.client
-    hits = await client.get("/api/search", type="dash-db", limit=5000)
+async def _wanted_dashboards(
+    ctx: CheckContext[GrafanaClient], limit: int
+) -> tuple[dict[str, str], list[str]]:
+    """(uid -> title of the dashboards to inspect, expected names search did not find): the
+    expected ones (by uid or title), else the first `limit` that search lists."""
+    hits = await ctx.client.get("/api/search", type="dash-db", limit=5000)
     expected = list(ctx.expectations.dashboards)
-    wanted: dict[str, str] = {}  # uid -> title
+    wanted: dict[str, str] = {}
     missing = []
     for name in expected:
         found = [h for h in hits if name in (h.get("uid"), h.get("title"))]
@@ -357,15 +338,32 @@ async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
         for hit in found:
             wanted[str(hit["uid"])] = str(hit.get("title"))
     if not expected:
-        wanted = {str(h["uid"]): str(h.get("title")) for h in hits[:MAX_DASHBOARDS]}
-    if not wanted and not missing:
-        raise CheckSkipped("Grafana has no dashboards and expectations.dashboards is not set")
-    datasources = await client.datasources()
-    known = {str(d.get("uid")) for d in datasources} | {str(d.get("name")) for d in datasources}
-    dangling: list[str] = []
-    unloadable: list[str] = []
-    load_ms: list[float] = []
-    panels = refs = templated = 0
+        wanted = {str(h["uid"]): str(h.get("title")) for h in hits[:limit]}
+    return wanted, missing
+
+
+@dataclass
+class LoadedDashboard:
+    uid: str
+    title: str
+    model: dict[str, Any]
+    panels: list[dashboards.Panel]
+    resolver: dashboards.Resolver
+    missing_library: list[dashboards.Panel]
+
+    @property
+    def label(self) -> str:
+        return f"dashboard {dashboards.quoted(self.title)} (uid {self.uid})"
+
+
+async def _load_dashboards(
+    ctx: CheckContext[GrafanaClient], wanted: dict[str, str], datasources: list[dict[str, Any]]
+) -> tuple[list[LoadedDashboard], list[str], list[float]]:
+    """(the dashboards that load, with library panels filled in; those that do not, said;
+    load milliseconds)."""
+    client = ctx.client
+    library: dict[str, dict[str, Any] | None] = {}
+    loaded, unloadable, load_ms = [], [], []
     for uid, title in wanted.items():
         started = time.perf_counter()
         response = await client.http.get(f"/api/dashboards/uid/{quote(uid, safe='')}")
@@ -373,41 +371,131 @@ async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
         if response.status_code in (401, 403):
             raise grafana_error(response)
         if response.status_code != 200:
-            unloadable.append(f"'{title}' ({uid}) is listed by search but does not load: {_said(response)}")  # fmt: skip
+            unloadable.append(f"dashboard {dashboards.quoted(title)} (uid {uid}) is listed by search but does not load: {_said(response)}")  # fmt: skip
             continue
         model = (json_or_none(response) or {}).get("dashboard") or {}
-        for panel in _panels(model.get("panels") or []):
-            if panel.get("type") == "row":
-                continue  # a row only groups panels
-            panels += 1
-            panel_ref = _ref(panel.get("datasource"))
-            targets = [_ref(t.get("datasource")) for t in panel.get("targets") or [] if "datasource" in t]  # fmt: skip
-            for ref in dict.fromkeys([panel_ref, *targets]):
-                if ref is None:
-                    if not datasources:  # the default datasource is used: there must be one
-                        dangling.append(f"'{title}' panel '{panel.get('title')}' uses the default datasource, but there is none")  # fmt: skip
-                    continue
-                refs += 1
-                if ref.startswith("$"):
-                    templated += 1  # a dashboard variable: resolved when viewed
-                elif ref not in known and ref not in BUILTIN_DATASOURCES:
-                    dangling.append(f"'{title}' panel '{panel.get('title')}' → datasource {ref!r} does not exist")  # fmt: skip
+        found, missing = [], []
+        for panel in dashboards.panels(model):
+            if panel.library_uid is None:
+                found.append(panel)
+                continue
+            if panel.library_uid not in library:
+                library[panel.library_uid] = await _library_model(client, panel.library_uid)
+            stored = library[panel.library_uid]
+            if stored is None:
+                missing.append(panel)
+            else:
+                found.append(dashboards.with_library_model(panel, stored))
+        title_as_written = str(model.get("title") or title)
+        loaded.append(LoadedDashboard(uid, title_as_written, model, found, dashboards.Resolver(datasources, model), missing))  # fmt: skip
+    return loaded, unloadable, load_ms
+
+
+async def _library_model(client: GrafanaClient, uid: str) -> dict[str, Any] | None:
+    """A library panel's stored model; None when Grafana has no such library element."""
+    response = await client.http.get(f"/api/library-elements/{quote(uid, safe='')}")
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise grafana_error(response)
+    model = ((json_or_none(response) or {}).get("result") or {}).get("model")
+    return model if isinstance(model, dict) else {}
+
+
+def _broken_refs(board: LoadedDashboard) -> list[dict[str, Any]]:
+    """Every reference of a dashboard that does not resolve: panels, queries of Mixed panels,
+    `-- Dashboard --` sources, library panels, query variables and annotations."""
+    found: list[dict[str, Any]] = []
+    ids = {p.id for p in board.panels}
+
+    def add(where: str, subject: str, ref: Any, why: str, panel: dashboards.Panel | None = None) -> None:  # fmt: skip
+        said = f"datasource {dashboards.ref_text(ref)} {why}" if ref is not _NO_REF else why
+        found.append(
+            {
+                "dashboard_uid": board.uid,
+                "dashboard": board.title,
+                "panel_id": panel.id if panel else None,
+                "panel": (panel.title or None) if panel else None,
+                "panel_type": panel.type if panel else None,
+                "where": where,
+                "reference": dashboards.ref_text(ref) if ref is not _NO_REF else None,
+                "why": said,
+                "text": f"{board.label} {subject} → {said}",
+            }
+        )
+
+    for panel in board.missing_library:
+        add("library panel", panel.label, _NO_REF, f"library panel {dashboards.quoted(panel.library_name or '')} (uid {panel.library_uid}) does not exist", panel)  # fmt: skip
+    for panel in board.panels:
+        for where, ref, resolved in board.resolver.panel_refs(panel):
+            subject = panel.label if where == "panel datasource" else f"{panel.label} {where.removesuffix(' datasource')}"  # fmt: skip
+            if not resolved.ok:
+                add(where, subject, ref, str(resolved.why), panel)
+            elif resolved.builtin == dashboards.DASHBOARD:
+                for t in panel.targets:
+                    source = t.get("panelId")
+                    if source is not None and source not in ids:
+                        add("source panel", subject, _NO_REF, f"-- Dashboard -- shows panel {source}'s results, and the dashboard has no panel {source}", panel)  # fmt: skip
+    for variable in board.resolver.variables.values():
+        if variable.type == "query":
+            ref = variable.raw.get("datasource")
+            resolved = board.resolver.resolve(ref)
+            if not resolved.ok:
+                add("variable", f"variable ${variable.name}", ref, str(resolved.why))
+    annotations = board.model.get("annotations") if isinstance(board.model.get("annotations"), dict) else {}  # fmt: skip
+    for annotation in (annotations or {}).get("list") or []:
+        if not isinstance(annotation, dict) or annotation.get("enable") is False:
+            continue
+        ref = annotation.get("datasource")
+        resolved = board.resolver.resolve(ref)
+        if not resolved.ok:
+            add("annotation", f"annotation {dashboards.quoted(str(annotation.get('name') or ''))}", ref, str(resolved.why))  # fmt: skip
+    return found
+
+
+_NO_REF = object()
+
+
+@check(
+    "dashboards",
+    title="expected dashboards exist, load, and every panel, variable and annotation reads a datasource that resolves",
+    name="panels_resolve",
+    timeout=30,
+)
+async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
+    wanted, missing = await _wanted_dashboards(ctx, MAX_DASHBOARDS)
+    if not wanted and not missing:
+        raise CheckSkipped("Grafana has no dashboards and expectations.dashboards is not set")
+    datasources = await ctx.client.datasources()
+    loaded, unloadable, load_ms = await _load_dashboards(ctx, wanted, datasources)
+    broken = [b for board in loaded for b in _broken_refs(board)]
+    panels = sum(len(b.panels) + len(b.missing_library) for b in loaded)
+    refs = sum(len(b.resolver.panel_refs(p)) for b in loaded for p in b.panels)
+    templated = sum(
+        1 for b in loaded for p in b.panels for _, ref, _ in b.resolver.panel_refs(p)
+        if "$" in dashboards.ref_text(ref)
+    )  # fmt: skip
     ctx.evidence.update(
         dashboards=len(wanted),
         panels=panels,
         datasource_refs=refs,
         templated_refs=templated,
+        library_panels=sum(
+            1 for b in loaded for p in [*b.panels, *b.missing_library] if p.library_uid
+        ),
         load_p50_ms=statistics.median(load_ms) if load_ms else None,
         load_max_ms=max(load_ms) if load_ms else None,
         missing=missing,
-        dangling=dangling,
+        unloadable=unloadable,
+        broken=[{k: v for k, v in b.items() if k != "text"} for b in broken],
     )
     problems = []
     if missing:
         problems.append(f"expected dashboard(s) {', '.join(missing)} (expectations.dashboards) not found by /api/search")  # fmt: skip
     problems += unloadable
-    if dangling:
-        problems.append(f"{len(dangling)} panel datasource reference(s) dangle: {_listing(dangling)}")  # fmt: skip
+    if broken:
+        boards = len({b["dashboard_uid"] for b in broken})
+        problems.append(f"{len(broken)} reference(s) in {boards} dashboard(s) do not resolve: {_listing([b['text'] for b in broken], 3)} (evidence.broken)")  # fmt: skip
     if problems:
         raise CheckFailed("; ".join(problems))
     return f"{len(wanted)} dashboard(s) load; {panels} panel(s), {refs} datasource reference(s), all resolve"
