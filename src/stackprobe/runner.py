@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from stackprobe.config import Stack
 from stackprobe.connect import LIVENESS_TIMEOUT, Services, liveness_cause, probe, version
 from stackprobe.coverage import run_result
 from stackprobe.errors import ConfigError, outcome_of
-from stackprobe.explain import explain
+from stackprobe.explain import explain, one_line
 from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.kinds import Kind
 from stackprobe.loader import STACK_KIND, typed_of, with_stack_service
@@ -421,12 +420,6 @@ class Runner:
             message=self._redactor.text(one_line(message)),
             evidence=self._redactor.data(_jsonable(evidence)),
         )
-
-
-def one_line(message: str) -> str:
-    """A message on one line: line breaks (and the spaces around them) become one space;
-    other spacing is kept, so a title quoted as written reads as written."""
-    return re.sub(r"[ \t]*[\r\n\v\f]+[ \t]*", " ", message).strip()
 
 
 async def call_check(fn: CheckFn, ctx: CheckContext[Any], timeout: float) -> tuple[Outcome, str]:

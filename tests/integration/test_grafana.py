@@ -50,7 +50,18 @@ def grafana(tempo: TempoStandin) -> Iterator[GrafanaStandin]:
         standin.add_datasource("traces", "Tempo", "tempo", tempo.url)
         panels = [
             panel(1, "Requests", "prom"),
-            panel(2, "Traces", "traces", "tempo"),
+            {  # its query is hidden: the stand-in runs only Prometheus queries
+                **panel(2, "Traces", "traces", "tempo"),
+                "targets": [
+                    {
+                        "refId": "A",
+                        "datasource": {"type": "tempo", "uid": "traces"},
+                        "queryType": "traceql",
+                        "query": "{}",
+                        "hide": True,
+                    }
+                ],
+            },
             {**panel(3, "By name", None), "datasource": "Prometheus"},  # an older dashboard
             {
                 **panel(4, "Templated", None),
@@ -64,7 +75,13 @@ def grafana(tempo: TempoStandin) -> Iterator[GrafanaStandin]:
         ]
         variable = {"name": "DS_PROMETHEUS", "type": "datasource", "query": "prometheus", "current": {}}  # fmt: skip
         standin.provision_dashboard(
-            {"uid": "stack-overview", "title": "Stack Overview", "schemaVersion": 39, "panels": panels, "templating": {"list": [variable]}}  # fmt: skip
+            {
+                "uid": "stack-overview",
+                "title": "Stack Overview",
+                "schemaVersion": 39,
+                "panels": panels,
+                "templating": {"list": [variable]},
+            }
         )
         yield standin
 

@@ -317,6 +317,7 @@ class GrafanaStandin(Served):
         self.query_delay_s = 0.0
         self.rule_errors: dict[str, str] = {}
         self.requests: list[tuple[str, str, str]] = []  # method, target, Authorization
+        self.ds_queries: list[dict[str, Any]] = []  # every query /api/ds/query was sent
         self._lock = threading.RLock()
         self._sessions: set[str] = set()
         self._ids = iter(range(100, 10**6))
@@ -455,10 +456,7 @@ class GrafanaStandin(Served):
     ) -> None:
         """A library panel in the documented LibraryElementDTO shape (kind 1)."""
         element: dict[str, Any] = recorded_body("GET_api_library-elements_uid.json")["result"]
-        element.update(
-            id=next(self._ids), uid=uid, name=name, type=str(model.get("type") or ""),
-            folderUid=folder_uid, model=copy.deepcopy(model),
-        )  # fmt: skip
+        element.update(id=next(self._ids), uid=uid, name=name, type=str(model.get("type") or ""), model=copy.deepcopy(model))  # fmt: skip
         element["meta"].update(folderUid=folder_uid, folderName=self.folders.get(folder_uid, "General"))  # fmt: skip
         with self._lock:
             self._library[uid] = element
@@ -694,6 +692,8 @@ class GrafanaStandin(Served):
         now_ms = int(time.time() * 1000)
         window = (_time_ms(str(spec.get("from") or "now-6h"), now_ms), _time_ms(str(spec.get("to") or "now"), now_ms))  # fmt: skip
         for query in spec.get("queries", []):
+            with self._lock:
+                self.ds_queries.append(copy.deepcopy(query))
             ref = query.get("refId", "A")
             uid = (query.get("datasource") or {}).get("uid")
             with self._lock:

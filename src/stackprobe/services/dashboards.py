@@ -56,7 +56,8 @@ class Panel:
     def label(self) -> str:
         """`panel 4 'CPU'`, or `panel 4 (timeseries, untitled)`."""
         ident = f"panel {self.id}" if self.id is not None else "panel without id"
-        return f"{ident} {quoted(self.title)}" if self.title else f"{ident} ({self.type or 'no type'}, untitled)"  # fmt: skip
+        title = self.title or self.library_name  # a library panel's title is in its model
+        return f"{ident} {quoted(title)}" if title else f"{ident} ({self.type or 'no type'}, untitled)"  # fmt: skip
 
 
 def _panel(item: dict[str, Any]) -> Panel:
@@ -282,19 +283,28 @@ class Resolver:
             )
         return Resolved(variable.chosen)
 
+    def panel_datasource(self, panel: Panel) -> tuple[str, Any, Resolved]:
+        """(where, reference, resolution) of the datasource a panel runs its queries on: its
+        own, else its first query's (SceneQueryRunner's findFirstDatasource), else the default."""
+        if panel.datasource is None:
+            first = next((t for t in panel.targets if t.get("datasource") is not None), None)
+            if first is not None:
+                ref = first.get("datasource")
+                return f"query {first.get('refId', '?')} datasource", ref, self.resolve(ref)
+        return "panel datasource", panel.datasource, self.resolve(panel.datasource)
+
+    def query_datasource(self, panel: Panel, target: dict[str, Any]) -> Resolved:
+        """What one query runs on: the panel's datasource, or its own under -- Mixed --."""
+        _, _, resolved = self.panel_datasource(panel)
+        return self.resolve(target.get("datasource")) if resolved.builtin == MIXED else resolved
+
     def panel_refs(self, panel: Panel) -> list[tuple[str, Any, Resolved]]:
         """(where, reference, resolution) of what a panel's queries run on, by Grafana's rules:
         the panel's datasource (or its first query's, or the default); each query's own only
         under `-- Mixed --`."""
         if not panel.targets:
             return []  # a panel without queries (text, news...) reads no datasource
-        ref = panel.datasource
-        where = "panel datasource"
-        if ref is None:
-            first = next((t for t in panel.targets if t.get("datasource") is not None), None)
-            if first is not None:
-                ref, where = first.get("datasource"), f"query {first.get('refId', '?')} datasource"
-        resolved = self.resolve(ref)
+        where, ref, resolved = self.panel_datasource(panel)
         if resolved.builtin != MIXED:
             return [(where, ref, resolved)]
         return [

@@ -16,7 +16,9 @@ OK: it cannot notify anyone.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import re
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -48,6 +50,13 @@ from stackprobe.services import dashboards
 DEFAULT_USER = "admin"
 QUERY_MS = 1000.0  # default expectations.query_ms: median of a query through Grafana
 QUERY_SAMPLES = 5
+PANEL_P95_MS = 2000.0  # default expectations.panel_p95_ms: p95 of a panel's queries through Grafana
+PANEL_DASHBOARDS = 10  # dashboards whose panels are queried when expectations.dashboards is not set
+MAX_PANELS = 200  # panels queried at most in one run
+PANEL_CONCURRENCY = 4  # panel requests at once (a browser loads a few panels at a time)
+PANEL_TIME_S = 40.0  # no panel query starts after this long
+PANEL_POINTS = 1000  # maxDataPoints when the panel sets none (about a panel's width in pixels)
+LISTED_SLOWEST = 5
 MAX_DASHBOARDS = 100  # dashboards inspected when expectations.dashboards is not set
 HEALTH_CONCURRENCY = 8  # datasource health checks at once
 EXPRESSION_UIDS = dashboards.EXPRESSIONS  # server-side expressions, not datasources
@@ -73,6 +82,8 @@ class GrafanaExpectations(BaseModel):
     dashboards: list[str] = []  # uids or titles that must load with every panel resolving
     contact_points: list[str] = []  # names of contact points that must exist
     query_ms: float = Field(default=QUERY_MS, gt=0)  # median budget of a query through Grafana
+    # p95 budget of a dashboard panel's queries through /api/ds/query (query-performance)
+    panel_p95_ms: float = Field(default=PANEL_P95_MS, gt=0)
 
 
 def _message(response: httpx.Response) -> str:
@@ -729,6 +740,176 @@ async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
             f"query through {name}: expected a median at most {threshold:g} ms (expectations.query_ms), saw {p50} ms over {QUERY_SAMPLES} queries"
         )
     return f"{QUERY_SAMPLES} queries through {name}: p50 {p50} ms (≤ {threshold:g} ms), max {ctx.evidence['max_ms']} ms"
+
+
+@dataclass
+class PanelRun:
+    """One panel's queries sent to /api/ds/query, as the dashboard's frontend would send them."""
+
+    board: LoadedDashboard
+    panel: dashboards.Panel
+    body: dict[str, Any]
+    ms: float = 0.0
+    error: str | None = None
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "dashboard_uid": self.board.uid,
+            "dashboard": self.board.title,
+            "panel_id": self.panel.id,
+            "panel": self.panel.title or None,
+            "panel_type": self.panel.type,
+            "queries": len(self.body["queries"]),
+            "ms": self.ms,
+            **({"error": self.error} if self.error else {}),
+        }
+
+    @property
+    def label(self) -> str:
+        return f"{self.board.label} {self.panel.label}"
+
+
+def _panel_request(board: LoadedDashboard, panel: dashboards.Panel) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
+    """The /api/ds/query body for a panel's visible queries (template variables replaced by
+    their current values), or None and why it is not run."""
+    if not panel.targets:
+        return None, "no queries"
+    queries = []
+    for i, target in enumerate(panel.targets):
+        if target.get("hide"):
+            continue
+        resolved = board.resolver.query_datasource(panel, target)
+        if not resolved.ok:
+            return None, "datasource does not resolve (see panels_resolve)"
+        if resolved.datasource is None:
+            continue  # built-in (-- Grafana --, -- Dashboard --) or an expression
+        query = {k: v for k, v in target.items() if k != "datasource"}
+        for key in ("expr", "query", "legendFormat", "interval"):
+            if isinstance(query.get(key), str):
+                query[key] = board.resolver.interpolate(query[key], regex=key == "expr")
+        ds = resolved.datasource
+        query["datasource"] = {"type": ds.get("type"), "uid": ds.get("uid")}
+        query.setdefault("refId", chr(ord("A") + i % 26))
+        query["maxDataPoints"] = int(panel.raw.get("maxDataPoints") or PANEL_POINTS)
+        queries.append(query)
+    if not queries:
+        return None, "only built-in or hidden queries"
+    time_range = board.model.get("time") if isinstance(board.model.get("time"), dict) else {}
+    start = str((time_range or {}).get("from") or "now-6h")
+    end = str((time_range or {}).get("to") or "now")
+    if isinstance(panel.raw.get("timeFrom"), str) and panel.raw["timeFrom"]:
+        start = f"now-{panel.raw['timeFrom']}"
+    span = _span_s(start, end)
+    for q in queries:
+        q["intervalMs"] = max(int(span * 1000 / q["maxDataPoints"]), 1000)
+    return {"queries": queries, "from": start, "to": end}, ""
+
+
+def _span_s(start: str, end: str) -> float:
+    """Seconds between Grafana's relative times (now-6h .. now); 6 h when not relative."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+    def ago(text: str) -> float | None:
+        if text == "now":
+            return 0.0
+        found = re.fullmatch(r"now-(\d+)([smhdwy])(?:/[smhdwy])?", text)
+        return int(found.group(1)) * units[found.group(2)] if found else None
+
+    a, b = ago(start), ago(end)
+    return max(a - b, 1.0) if a is not None and b is not None else 6 * 3600.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
+
+
+@check(
+    "query-performance",
+    title="the panel queries of the expected dashboards run through /api/ds/query within the p95 budget, none erroring",
+    name="panel_queries",
+    timeout=60,
+)
+async def check_panel_queries(ctx: CheckContext[GrafanaClient]) -> str:
+    """Bounded: at most PANEL_DASHBOARDS dashboards when none is expected, MAX_PANELS panels,
+    PANEL_CONCURRENCY at once, no new query after PANEL_TIME_S."""
+    client = ctx.client
+    budget = ctx.expectations.panel_p95_ms
+    wanted, missing = await _wanted_dashboards(ctx, PANEL_DASHBOARDS)
+    if missing:
+        raise CheckFailed(f"expected dashboard(s) {', '.join(missing)} (expectations.dashboards) not found by /api/search")  # fmt: skip
+    if not wanted:
+        raise CheckSkipped("Grafana has no dashboards and expectations.dashboards is not set")
+    loaded, _, _ = await _load_dashboards(ctx, wanted, await client.datasources())
+    runs: list[PanelRun] = []
+    not_run: dict[str, int] = {}
+    for board in loaded:
+        for panel in board.panels:
+            body, why = _panel_request(board, panel)
+            if body is None:
+                not_run[why] = not_run.get(why, 0) + 1
+            elif len(runs) < MAX_PANELS:
+                runs.append(PanelRun(board, panel, body))
+            else:
+                not_run["over the panel limit"] = not_run.get("over the panel limit", 0) + 1
+    if not runs:
+        raise CheckSkipped(f"no panel query to run in {len(loaded)} dashboard(s) (not run: {not_run or 'none'})")  # fmt: skip
+    limit = asyncio.Semaphore(PANEL_CONCURRENCY)
+    deadline = time.monotonic() + PANEL_TIME_S
+
+    async def run(item: PanelRun) -> None:
+        async with limit:
+            if time.monotonic() > deadline:
+                item.error = "not run: time budget spent"
+                return
+            started = time.perf_counter()
+            response = await client.http.post("/api/ds/query", json=item.body)
+            item.ms = ms(time.perf_counter() - started)
+        if response.status_code in (401, 403):
+            raise grafana_error(response)
+        results = (json_or_none(response) or {}).get("results") if isinstance(json_or_none(response), dict) else None  # fmt: skip
+        errors = [f"{ref}: {r.get('error')}" for ref, r in (results or {}).items() if isinstance(r, dict) and r.get("error")]  # fmt: skip
+        if errors:
+            item.error = "; ".join(errors)
+        elif response.status_code not in (200, 207) or not isinstance(results, dict):
+            item.error = _said(response)
+
+    await asyncio.gather(*(run(item) for item in runs))
+    skipped = [r for r in runs if r.error == "not run: time budget spent"]
+    measured = [r for r in runs if r not in skipped]
+    failing = [r for r in measured if r.error]
+    latencies = [r.ms for r in measured]
+    slowest = sorted(measured, key=lambda r: r.ms, reverse=True)[:LISTED_SLOWEST]
+    p95 = _percentile(latencies, 0.95) if latencies else 0.0
+    if skipped:
+        not_run["time budget spent"] = len(skipped)
+    ctx.evidence.update(
+        dashboards=len(loaded),
+        panels=len(measured),
+        budget_p95_ms=budget,
+        p50_ms=round(statistics.median(latencies), 2) if latencies else None,
+        p95_ms=p95,
+        max_ms=max(latencies) if latencies else None,
+        slowest=[r.evidence() for r in slowest],
+        errors=[r.evidence() for r in failing],
+        per_panel=[r.evidence() for r in measured],
+        not_run=not_run,
+    )
+    problems = []
+    if failing:
+        listed = _listing([f"{r.label}: {r.error}" for r in failing], 3)
+        problems.append(f"{len(failing)} of {len(measured)} panel(s) answer with an error: {listed} (evidence.errors)")  # fmt: skip
+    if p95 > budget:
+        shown = "; ".join(f"{r.label} {r.ms:g} ms" for r in slowest[:3])
+        problems.append(f"panel queries p95 {p95:g} ms over the {budget:g} ms budget (expectations.panel_p95_ms); slowest: {shown}")  # fmt: skip
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    top = slowest[0]
+    return (
+        f"{len(measured)} panel(s) of {len(loaded)} dashboard(s): p95 {p95:g} ms (≤ {budget:g} ms), "
+        f"slowest {top.label} {top.ms:g} ms"
+    )
 
 
 # --- security --------------------------------------------------------------------------------
