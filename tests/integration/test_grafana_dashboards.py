@@ -125,14 +125,16 @@ def exported(with_variable: bool = True) -> dict[str, Any]:
 BOARDS = {"modern": modern, "old-rows": old_rows, "collapsed": collapsed, "templated": templated, "exported": exported}  # fmt: skip
 
 
-def standin(prom_url: str = "http://prom:9090", **replace: Any) -> GrafanaStandin:
+def standin(
+    prom_url: str = "http://prom:9090", replace: dict[str, dict[str, Any]] | None = None
+) -> GrafanaStandin:
     """The stand-in with every dashboard of BOARDS provisioned (`replace`: uid -> a variant)."""
     grafana = GrafanaStandin(tokens=(TOKEN,), alert_rules=[])
     grafana.add_datasource("prom", "Prometheus", "prometheus", prom_url, is_default=True)
     grafana.add_datasource("prom2", "Prometheus Two", "prometheus", prom_url)
     grafana.add_library_panel("lib-heap", "Heap in use", ts(0, "Heap in use", PROM, target("go_memstats_heap_inuse_bytes")))  # fmt: skip
     for uid, build in BOARDS.items():
-        grafana.provision_dashboard(replace.get(uid) or build(), file=f"{uid}.json")
+        grafana.provision_dashboard((replace or {}).get(uid) or build(), file=f"{uid}.json")
     return grafana
 
 
@@ -225,7 +227,7 @@ def test_one_broken_reference_fails_naming_dashboard_panel_and_reference(
 ) -> None:
     board = BOARDS[uid]()
     broken(board)
-    with standin(**{uid: board}) as grafana:
+    with standin(replace={uid: board}) as grafana:
         r = _check(_run(tmp_path, grafana), "grafana.dashboards.panels_resolve")
     assert r.outcome.value == "failed"
     count = 4 if uid == "templated" else 1  # the variable breaks both panels, $job, the annotation
@@ -250,7 +252,7 @@ def test_a_removed_datasource_breaks_its_variable_query_variable_and_annotation(
 def test_every_broken_reference_is_in_evidence_while_the_message_stays_short(tmp_path: Path) -> None:  # fmt: skip
     board = modern()
     board["panels"] = [ts(i, f"Panel {i}", {"type": "prometheus", "uid": f"gone-{i}"}, target("up")) for i in range(1, 41)]  # fmt: skip
-    with standin(modern=board) as grafana:
+    with standin(replace={"modern": board}) as grafana:
         r = _check(_run(tmp_path, grafana, dashboards=["modern"]), "grafana.dashboards.panels_resolve")  # fmt: skip
     assert len(r.evidence["broken"]) == 40 and "and 37 more (evidence.broken)" in r.message
     assert len(r.message) < 600
@@ -298,7 +300,7 @@ def test_panel_queries_fail_naming_each_panel_whose_query_errors(
 ) -> None:
     board = templated()
     board["panels"][1]["targets"][0]["expr"] = 'sum by (job) (up{job=~"$job"}'  # unclosed
-    with standin(real_prometheus, templated=board) as grafana:
+    with standin(real_prometheus, replace={"templated": board}) as grafana:
         r = _check(_run(tmp_path, grafana, "query-performance", dashboards=["templated"]), "grafana.query-performance.panel_queries")  # fmt: skip
     assert r.outcome.value == "failed"
     assert r.message.startswith(
