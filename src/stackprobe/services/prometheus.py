@@ -71,6 +71,7 @@ class PrometheusAPI:
         self.http = http
         # selectors seen selecting series during this run (one client per service per run)
         self.selector_cache: dict[promql.Selector, bool] = {}
+        self.promtool_runs: dict[tuple[str, ...], PromtoolRun] = {}  # rule files -> its answer
 
     async def get(self, path: str, **params: Any) -> Any:
         return self._data(path, await self.http.get(path, params=params or None))
@@ -700,6 +701,10 @@ async def _promtool(ctx: CheckContext[PrometheusAPI]) -> PromtoolRun:
     if promtool is None:
         raise CheckSkipped("promtool is not installed (scripts/install-services prometheus)")
     paths = [str(p if Path(p).is_absolute() else ctx.stack.path.parent / p) for p in files]
+    ran = ctx.client.promtool_runs.get(tuple(paths))
+    if ran is not None:  # the other promtool check of this run read the same files
+        ctx.evidence.update(files=paths, promtool=ran.output.splitlines()[-8:], lint=ran.lint)
+        return ran
     proc = await asyncio.create_subprocess_exec(
         promtool,
         "check",
@@ -716,6 +721,7 @@ async def _promtool(ctx: CheckContext[PrometheusAPI]) -> PromtoolRun:
     ctx.cleanup(stop, "stop promtool")
     output = (await proc.communicate())[0].decode(errors="replace").strip()
     run = PromtoolRun(paths, proc.returncode or 0, output)
+    ctx.client.promtool_runs[tuple(paths)] = run
     ctx.evidence.update(files=paths, promtool=output.splitlines()[-8:], lint=run.lint)
     return run
 
