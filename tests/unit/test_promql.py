@@ -96,3 +96,34 @@ def test_regex_matchers_are_anchored_like_prometheus() -> None:
     assert Matcher("alertname", "=~", "Watch.*").matches("Watchdog")
     assert not Matcher("alertname", "=~", "dog").matches("Watchdog")
     assert Matcher("alertname", "!=", "X").matches("Y")
+
+
+def test_a_batch_prometheus_refuses_is_halved_until_the_refused_selector_is_alone() -> None:
+    import asyncio
+    from typing import Any
+
+    from stackprobe.check import CheckFailed
+    from stackprobe.services.prometheus import SeriesProbe
+
+    class FakeApi:
+        def __init__(self) -> None:
+            self.selector_cache: dict[Selector, bool] = {}
+            self.sent: list[str] = []
+
+        async def query_post(self, expr: str) -> list[dict[str, Any]]:
+            self.sent.append(expr)
+            if "too_many" in expr:
+                raise CheckFailed("POST /api/v1/query: HTTP 422 execution: query processing would load too many samples")  # fmt: skip
+            found = []
+            for part in expr.split(" or "):
+                index = part.rsplit('"stackprobe_probe", "', 1)[1].split('"', 1)[0]
+                if "present" in part:
+                    found.append({"metric": {"stackprobe_probe": index}})
+            return found
+
+    names = ["present_a", "missing_b", "too_many_c", "present_d"]
+    probe = SeriesProbe(FakeApi())  # type: ignore[arg-type]
+    exists = asyncio.run(probe.exist([Selector(n) for n in names]))
+    assert {s.metric: ok for s, ok in exists.items()} == {"present_a": True, "missing_b": False, "too_many_c": True, "present_d": True}  # fmt: skip
+    assert list(probe.refused) == ['count({__name__="too_many_c"})']
+    assert probe.queries == 5  # 4 together, refused; 2 + 2; the refused pair halved again

@@ -365,6 +365,7 @@ class SeriesProbe:
         self.api = api
         self.queries = 0
         self.seconds = 0.0
+        self.refused: dict[str, str] = {}  # expressions Prometheus would not answer, and why
 
     async def results(self, exprs: list[str]) -> dict[str, list[dict[str, str]]]:
         """expr -> the label sets of its result (empty: no series)."""
@@ -385,11 +386,22 @@ class SeriesProbe:
                 f'label_replace(({expr}), "{PROBE_LABEL}", "{i}", "", "")'
                 for i, expr in enumerate(batch)
             )
-            async with limit:
-                started = time.perf_counter()
-                found = await self.api.query_post(tagged)
-                self.seconds += time.perf_counter() - started
-                self.queries += 1
+            try:
+                async with limit:
+                    started = time.perf_counter()
+                    try:
+                        found = await self.api.query_post(tagged)
+                    finally:
+                        self.seconds += time.perf_counter() - started
+                        self.queries += 1
+            except CheckFailed as exc:  # Prometheus refused the batch: halve it
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    await asyncio.gather(ask(batch[:half]), ask(batch[half:]))
+                    return
+                self.refused[batch[0]] = str(exc)  # this one expression: never judged on it
+                answers[batch[0]] = [{}]
+                return
             for expr in batch:
                 answers.setdefault(expr, [])
             for series in found:
@@ -653,7 +665,7 @@ async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
         query_s=round(probe.seconds, 3),
         seconds=round(time.monotonic() - started, 3),
     )
-    ctx.evidence.update(dead=entries)
+    ctx.evidence.update(dead=entries, not_asked=probe.refused)
     notes = ""
     if unparsed:
         notes += f"; {len(unparsed)} rule(s) not parsed (evidence.not_parsed)"
