@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -569,9 +570,9 @@ async def _warming(api: PrometheusAPI) -> bool:
     """Right after a (re)start series are still missing: up less than WARMUP_S, or a target
     never scraped yet."""
     info = await api.get("/api/v1/status/runtimeinfo")
-    started = str(info.get("startTime") or "")
+    started = re.sub(r"(\.\d{6})\d+", r"\1", str(info.get("startTime") or ""))  # Go's ns
     try:
-        uptime = time.time() - datetime.fromisoformat(started.replace("Z", "+00:00")[:26] + "+00:00").timestamp()  # fmt: skip
+        uptime = time.time() - datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
     except ValueError:
         uptime = WARMUP_S
     if uptime < WARMUP_S:
