@@ -413,6 +413,9 @@ async def _library_model(client: GrafanaClient, uid: str) -> dict[str, Any] | No
     return model if isinstance(model, dict) else {}
 
 
+_NO_REF = object()  # a finding about no datasource reference (a library panel, a source panel)
+
+
 def _broken_refs(board: LoadedDashboard) -> list[dict[str, Any]]:
     """Every reference of a dashboard that does not resolve: panels, queries of Mixed panels,
     `-- Dashboard --` sources, library panels, query variables and annotations."""
@@ -462,9 +465,6 @@ def _broken_refs(board: LoadedDashboard) -> list[dict[str, Any]]:
         if not resolved.ok:
             add("annotation", f"annotation {dashboards.quoted(str(annotation.get('name') or ''))}", ref, str(resolved.why))  # fmt: skip
     return found
-
-
-_NO_REF = object()
 
 
 @check(
