@@ -22,11 +22,17 @@ _SERVICE_LIBRARIES = {
 _REDIS_CONNECT = re.compile(r"Error (?P<errno>\d+) connecting to (?P<addr>\S+?)\.(\s|$)")
 
 
+def one_line(message: str) -> str:
+    """A message on one line: line breaks (and the spaces around them) become one space;
+    other spacing is kept, so a title quoted as written reads as written."""
+    return re.sub(r"[ \t]*[\r\n\v\f]+[ \t]*", " ", message).strip()
+
+
 def explain(exc: BaseException) -> str:
     """One line: what went wrong and, for a service, what it said."""
-    detail = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, StackprobeError | CheckFailed | CheckSkipped):
-        return detail
+        return one_line(str(exc)) or type(exc).__name__
+    detail = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return f"timed out: {detail}" if str(exc) else "timed out"
     root = type(exc).__module__.split(".", 1)[0]

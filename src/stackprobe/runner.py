@@ -23,7 +23,7 @@ from stackprobe.config import Stack
 from stackprobe.connect import LIVENESS_TIMEOUT, Services, liveness_cause, probe, version
 from stackprobe.coverage import run_result
 from stackprobe.errors import ConfigError
-from stackprobe.explain import explain
+from stackprobe.explain import explain, one_line
 from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.kinds import Kind
 from stackprobe.loader import STACK_KIND, typed_of, with_stack_service
@@ -424,7 +424,7 @@ class Runner:
             severity=spec.severity,
             disruptive=spec.disruptive,
             duration_s=round(took, 3),
-            message=self._redactor.text(" ".join(message.split())),
+            message=self._redactor.text(one_line(message)),
             evidence=self._redactor.data(_jsonable(evidence)),
         )
 

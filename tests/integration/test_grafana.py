@@ -50,7 +50,18 @@ def grafana(tempo: TempoStandin) -> Iterator[GrafanaStandin]:
         standin.add_datasource("traces", "Tempo", "tempo", tempo.url)
         panels = [
             panel(1, "Requests", "prom"),
-            panel(2, "Traces", "traces", "tempo"),
+            {  # its query is hidden: the stand-in runs only Prometheus queries
+                **panel(2, "Traces", "traces", "tempo"),
+                "targets": [
+                    {
+                        "refId": "A",
+                        "datasource": {"type": "tempo", "uid": "traces"},
+                        "queryType": "traceql",
+                        "query": "{}",
+                        "hide": True,
+                    }
+                ],
+            },
             {**panel(3, "By name", None), "datasource": "Prometheus"},  # an older dashboard
             {
                 **panel(4, "Templated", None),
@@ -62,7 +73,16 @@ def grafana(tempo: TempoStandin) -> Iterator[GrafanaStandin]:
                 "datasource": {"type": "datasource", "uid": "grafana"},
             },
         ]
-        standin.add_dashboard("stack-overview", "Stack Overview", panels)
+        variable = {"name": "DS_PROMETHEUS", "type": "datasource", "query": "prometheus", "current": {}}  # fmt: skip
+        standin.provision_dashboard(
+            {
+                "uid": "stack-overview",
+                "title": "Stack Overview",
+                "schemaVersion": 39,
+                "panels": panels,
+                "templating": {"list": [variable]},
+            }
+        )
         yield standin
 
 
@@ -161,9 +181,11 @@ def test_a_deleted_datasource_is_missing_and_leaves_panels_and_rules_dangling(
         "expected datasource(s) prom (expectations.datasources) missing; have: H8joYFVGz, kLtEtcRGk, traces"
     )
     assert _failed(result, "grafana.dashboards.panels_resolve") == (
-        "3 panel datasource reference(s) dangle: 'Stack Overview' panel 'Requests' → datasource 'prom' does not exist; "
-        "'Stack Overview' panel 'By name' → datasource 'Prometheus' does not exist; "
-        "'Stack Overview' panel 'Latency' → datasource 'prom' does not exist"
+        "4 reference(s) in 1 dashboard(s) do not resolve: "
+        "dashboard 'Stack Overview' (uid stack-overview) panel 1 'Requests' → datasource 'prom' does not exist; "
+        "dashboard 'Stack Overview' (uid stack-overview) panel 3 'By name' → datasource 'Prometheus' does not exist; "
+        "dashboard 'Stack Overview' (uid stack-overview) panel 4 'Templated' → datasource '${DS_PROMETHEUS}' is variable "
+        "$DS_PROMETHEUS (datasources of type 'prometheus'), which has no datasource to pick; and 1 more (evidence.broken)"
     )
     assert _failed(result, "grafana.alerting.rules_and_contact_points") == (
         "1 alert rule quer(y/ies) read a missing datasource: 'HighErrorRate' (rule-errors) query A "

@@ -21,12 +21,13 @@ import pytest
 import yaml
 
 from stackprobe.results import RunResult
-from stackprobe.sandbox.component import Component, Layout
+from stackprobe.sandbox.component import Layout
 from stackprobe.sandbox.components import observability as obs
 from stackprobe.sandbox.manager import Sandbox
 from stackprobe.services import otel_collector, prometheus, tracestore
 from tests.conftest import RunningSandbox, free_port
 from tests.faults.http_proxy import HttpFaultProxy, HttpRequest, HttpResponse
+from tests.integration import prometheus_instance
 from tests.integration.helpers import run_stack, write_stack
 
 PIPELINE_KINDS = ("otel-collector", "prometheus", "jaeger")
@@ -186,34 +187,6 @@ def test_stopped_collector_makes_its_checks_error_quickly(tmp_path: Path) -> Non
 # --- Prometheus instances of the test's own that misbehave -------------------------------------
 
 
-def _prometheus(
-    tmp_path: Path, name: str, config: dict[str, Any], rules: dict[str, Any] | None
-) -> tuple[Sandbox, Component]:
-    def command(layout: Layout) -> list[str]:
-        layout.dir.mkdir(parents=True, exist_ok=True)
-        if rules is not None:
-            (layout.dir / "rules.yml").write_text(yaml.safe_dump(rules))
-            config["rule_files"] = [str(layout.dir / "rules.yml")]
-        for job in config.get("scrape_configs", []):
-            job["static_configs"] = [
-                {
-                    "targets": [
-                        t.replace("SELF", f"127.0.0.1:{layout.port('prometheus')}")
-                        for t in sc["targets"]
-                    ]
-                }
-                for sc in job["static_configs"]
-            ]
-        (layout.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        return [
-            "prometheus", f"--config.file={layout.dir / 'prometheus.yml'}", f"--storage.tsdb.path={layout.dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{layout.port('prometheus')}",
-        ]  # fmt: skip
-
-    component = dataclasses.replace(obs.PROMETHEUS, command=command, requires=())
-    return Sandbox(root=tmp_path / name, components=(component,)), component
-
-
 @pytest.fixture
 def troubled_prometheus(tmp_path: Path) -> Iterator[Path]:
     """A real Prometheus with a dead target, an erroring rule, a dead alert and a bad rule file."""
@@ -240,13 +213,14 @@ def troubled_prometheus(tmp_path: Path) -> Iterator[Path]:
             }
         ]
     }
-    box, component = _prometheus(tmp_path, "troubled", config, rules)
+    box, component = prometheus_instance.prometheus(
+        tmp_path, "troubled", config, {"rules.yml": rules}
+    )
     box.up()
     bad_rules = tmp_path / "bad-rules.yml"
     bad_rules.write_text("groups:\n- name: bad\n  rules:\n  - alert: Broken\n    expr: sum((\n")
     try:
-        svc = component.services(box.layout(component))["metrics"]
-        svc.pop("depends_on"), svc.pop("links")
+        svc = prometheus_instance.service_entry(box, component)
         svc["options"] = {"rule_files": [str(bad_rules)]}
         svc["expectations"] = {"jobs": ["self", "ghost", "blackbox"]}
         yield write_stack(tmp_path, {"metrics": svc})
@@ -285,9 +259,7 @@ def test_prometheus_checks_fail_on_real_misconfigurations(
     assert healthy.outcome.value == "failed" and "job:broken:many_to_many" in healthy.message
     dead = r["prometheus.alerting-thresholds.no_dead_rules"]
     assert (dead.outcome.value, dead.severity.value) == ("failed", "warning")
-    assert (
-        'NeverFires (no series for {__name__="stackprobe_metric_nobody_exports"})' in dead.message
-    )
+    assert "NeverFires (no series for metric stackprobe_metric_nobody_exports)" in dead.message
     assert "SelfDown" not in dead.message
     promtool = r["prometheus.alerting-thresholds.promtool_check_rules"]
     assert promtool.outcome.value == "failed" and "promtool check rules failed" in promtool.message
@@ -300,7 +272,9 @@ def test_prometheus_query_fails_when_nothing_is_scraped(
 
     monkeypatch.setattr(prometheus, "UP_TIMEOUT", 2.0)
     need_binary("prometheus", "scripts/install-services prometheus")
-    box, component = _prometheus(tmp_path, "empty", {"global": {"evaluation_interval": "1s"}}, None)
+    box, component = prometheus_instance.prometheus(
+        tmp_path, "empty", {"global": {"evaluation_interval": "1s"}}
+    )
     box.up()
     try:
         svc = component.services(box.layout(component))["metrics"]

@@ -67,11 +67,13 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import re
 import secrets
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -208,6 +210,104 @@ def alert_rule(
     return rule
 
 
+def _time_ms(text: str, now_ms: int) -> int:
+    """Grafana's from/to: epoch milliseconds, `now`, or `now-<n><unit>`."""
+    if text.isdigit():
+        return int(text)
+    match = re.fullmatch(r"now(?:-(\d+)([smhdw]))?", text)
+    if match is None:
+        raise GrafanaFailure(400, {"message": f"invalid time range: {text}"})  # (not recorded)
+    if not match.group(1):
+        return now_ms
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+    return now_ms - int(match.group(1)) * unit * 1000
+
+
+def _local(url: str) -> bool:
+    """A datasource URL served on this machine (a test's real Prometheus): queries go there."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms" if seconds < 1 else f"{int(seconds)}s"
+
+
+def _prometheus_query(
+    url: str, ref: str, query: dict[str, Any], start_ms: int, end_ms: int
+) -> dict[str, Any]:
+    """What Grafana's Prometheus plugin (pkg/promlib) does with one query: the step from
+    intervalMs, the datasource's 15 s scrape interval and the range (at most 11000 points), the
+    range aligned to the step, $__interval, $__rate_interval and $__range replaced, then
+    /api/v1/query_range (or /api/v1/query for instant queries) and the answer as data frames
+    (recorded vector and matrix frames); a Prometheus error is the query's error, status 400,
+    and a refused connection the recorded unreachable answer."""
+    scrape = 15.0
+    minimum = _seconds(str(query.get("interval") or "")) or scrape
+    range_s = max((end_ms - start_ms) / 1000, 1.0)
+    step = max(float(query.get("intervalMs") or 0) / 1000, minimum, range_s / 11000)
+    step = float(int(step)) if step >= 1 else step
+    start = (start_ms / 1000 // step) * step
+    end = (end_ms / 1000 // step) * step
+    expr = str(query.get("expr") or "")
+    rate_interval = max(step + scrape, 4 * scrape)
+    for name, value in (
+        ("$__rate_interval", _duration(rate_interval)), ("$__interval_ms", str(int(step * 1000))),
+        ("$__interval", _duration(step)), ("$__range_ms", str(int(range_s * 1000))),
+        ("$__range_s", str(int(range_s))), ("$__range", _duration(range_s)),
+    ):  # fmt: skip
+        expr = expr.replace(name, value).replace("${" + name[1:] + "}", value)
+    instant = bool(query.get("instant")) and not query.get("range")
+    path = "/api/v1/query" if instant else "/api/v1/query_range"
+    params = {"query": expr, "time": str(end)} if instant else {"query": expr, "start": str(start), "end": str(end), "step": str(step)}  # fmt: skip
+    target = url.rstrip("/") + path
+    executed = f"Expr: {expr}\nStep: {_duration(step)}"
+    try:
+        address = f"{target}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(address, timeout=10) as upstream:  # noqa: S310 - the test's own URL
+            body = json.loads(upstream.read())
+    except urllib.error.HTTPError as exc:
+        said = json.loads(exc.read() or b"{}")
+        empty = {"schema": {"refId": ref, "meta": {"custom": {"calculatedMinStep": int(step * 1000)}, "executedQueryString": executed}, "fields": []}, "data": {"values": []}}  # fmt: skip
+        return {"error": f"{said.get('errorType', 'error')}: {said.get('error', '')}", "errorSource": "downstream", "status": 400, "frames": [empty]}  # fmt: skip
+    except OSError as exc:
+        answer: dict[str, Any] = recorded_body("POST_api_ds_query.json", 2)["results"]["A"]
+        reason = getattr(exc, "reason", exc)
+        answer["error"] = f'Post "{target}": dial tcp {urllib.parse.urlsplit(url).netloc}: connect: {reason}'  # fmt: skip
+        return answer
+    data = body.get("data") or {}
+    frames = []
+    kind = data.get("resultType")
+    for series in data.get("result") or []:
+        if kind == "matrix":
+            frame: dict[str, Any] = recorded_body("POST_api_ds_query.json", 7)["results"]["A"]["frames"][0]  # fmt: skip
+            points = series.get("values") or []
+        else:
+            frame = recorded_body("POST_api_ds_query.json", 1)["results"]["A"]["frames"][0]
+            points = [series.get("value")] if series.get("value") else []
+        frame["schema"] = {"refId": ref, **frame["schema"]}
+        frame["schema"]["meta"]["executedQueryString"] = executed
+        frame["schema"]["fields"][1]["labels"] = dict(series.get("metric") or {})
+        values = [_number(v) for _, v in points]
+        frame["data"] = {"values": [[int(float(t) * 1000) for t, _ in points], values]}
+        frames.append(frame)
+    if not frames:  # no data: one frame without fields, as Grafana answers
+        frames = [{"schema": {"refId": ref, "meta": {"typeVersion": [0, 0], "executedQueryString": executed}, "fields": []}, "data": {"values": []}}]  # fmt: skip
+    return {"status": 200, "frames": frames}
+
+
+def _seconds(text: str) -> float | None:
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", text.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _number(value: str) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None  # (+Inf/NaN: null, entities left out)
+
+
 class GrafanaStandin(Served):
     """A running stand-in: `with GrafanaStandin(tokens=("t",)) as grafana: ... grafana.url`."""
 
@@ -232,6 +332,7 @@ class GrafanaStandin(Served):
         self.query_delay_s = 0.0
         self.rule_errors: dict[str, str] = {}
         self.requests: list[tuple[str, str, str]] = []  # method, target, Authorization
+        self.ds_queries: list[dict[str, Any]] = []  # every query /api/ds/query was sent
         self._lock = threading.RLock()
         self._sessions: set[str] = set()
         self._ids = iter(range(100, 10**6))
@@ -251,6 +352,7 @@ class GrafanaStandin(Served):
         self._datasources[graphite["uid"]] = (graphite, _listed(graphite))
         # dashboards: uid -> {hit, dashboard, meta}; the recorded examples first
         self._dashboards: dict[str, dict[str, Any]] = {}
+        self._library: dict[str, dict[str, Any]] = {}  # library element uid -> element
         recorded_dashboard = recorded_body("GET_api_dashboards_uid_uid.json")
         self._dashboards[recorded_dashboard["dashboard"]["uid"]] = {
             "hit": recorded_body("GET_api_search_type_dash-db.json")[0],
@@ -311,9 +413,26 @@ class GrafanaStandin(Served):
     def add_dashboard(
         self, uid: str, title: str, panels: list[dict[str, Any]], folder_uid: str = "000000163"
     ) -> None:
-        """A dashboard; its search hit in the recent recorded shape (orgId, isDeleted...)."""
-        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        """A dashboard of the current schema with these panels, provisioned from a file."""
+        model = {"uid": uid, "title": title, "tags": [], "timezone": "browser", "schemaVersion": 39, "panels": panels}  # fmt: skip
+        self.provision_dashboard(model, folder_uid)
+
+    def provision_dashboard(
+        self, model: dict[str, Any], folder_uid: str = "000000163", file: str | None = None
+    ) -> str:
+        """A dashboard JSON file as Grafana's file provisioning stores it: the JSON as written
+        (old `rows` layout, `__inputs`, templating, library panel references: nothing is
+        migrated or filled in; Grafana's frontend does that when it shows it), with only `id`
+        (the database id), `uid` (generated when the file has none) and `version` set, as
+        Grafana's save does. Its search hit is in the recent recorded shape. Returns the uid."""
+        dashboard = copy.deepcopy(model)
+        uid = str(dashboard.get("uid") or secrets.token_hex(7))
+        title = str(dashboard.get("title") or "")
+        if not title:  # (Grafana refuses it: "Dashboard title cannot be empty")
+            raise ValueError("a provisioned dashboard needs a title")
         id_ = next(self._ids)
+        dashboard.update(id=id_, uid=uid, version=1)
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
         with self._lock:
             self._dashboards[uid] = {
                 "hit": {
@@ -325,7 +444,7 @@ class GrafanaStandin(Served):
                     "url": f"/d/{uid}/{slug}",
                     "slug": "",
                     "type": "dash-db",
-                    "tags": [],
+                    "tags": list(dashboard.get("tags") or []),
                     "isStarred": False,
                     "folderId": 2,
                     "folderUid": folder_uid,
@@ -334,16 +453,7 @@ class GrafanaStandin(Served):
                     "sortMeta": 0,
                     "isDeleted": False,
                 },
-                "dashboard": {
-                    "id": id_,
-                    "uid": uid,
-                    "title": title,
-                    "tags": [],
-                    "timezone": "browser",
-                    "schemaVersion": 39,
-                    "version": 1,
-                    "panels": copy.deepcopy(panels),
-                },
+                "dashboard": dashboard,
                 "meta": {
                     "isStarred": False,
                     "url": f"/d/{uid}/{slug}",
@@ -351,8 +461,24 @@ class GrafanaStandin(Served):
                     "folderUid": folder_uid,
                     "slug": slug,
                     "provisioned": True,
+                    "provisionedExternalId": file or f"{slug}.json",
                 },
             }
+        return uid
+
+    def add_library_panel(
+        self, uid: str, name: str, model: dict[str, Any], folder_uid: str = ""
+    ) -> None:
+        """A library panel in the documented LibraryElementDTO shape (kind 1)."""
+        element: dict[str, Any] = recorded_body("GET_api_library-elements_uid.json")["result"]
+        element.update(id=next(self._ids), uid=uid, name=name, type=str(model.get("type") or ""), model=copy.deepcopy(model))  # fmt: skip
+        element["meta"].update(folderUid=folder_uid, folderName=self.folders.get(folder_uid, "General"))  # fmt: skip
+        with self._lock:
+            self._library[uid] = element
+
+    def remove_library_panel(self, uid: str) -> None:
+        with self._lock:
+            del self._library[uid]
 
     def add_alert_rule(self, rule: dict[str, Any]) -> None:
         with self._lock:
@@ -410,6 +536,14 @@ class GrafanaStandin(Served):
                 if found is None:
                     raise GrafanaFailure(404, {"message": "Dashboard not found"})
                 return _json(200, {"dashboard": found["dashboard"], "meta": found["meta"]})
+        if match := re.fullmatch(r"/api/library-elements/([^/]+)", path):
+            with self._lock:
+                element = self._library.get(match.group(1))
+                if element is None or method != "GET":
+                    if method != "GET":
+                        raise not_implemented(f"{method} {path}")
+                    raise GrafanaFailure(404, recorded_body("GET_api_library-elements_uid.json", 1))  # fmt: skip
+                return _json(200, {"result": copy.deepcopy(element)})
         if path == "/api/ds/query" and method == "POST":
             return self._query(request)
         if path.startswith("/api/v1/provisioning/alert-rules"):
@@ -570,7 +704,11 @@ class GrafanaStandin(Served):
         spec = request.json() or {}
         results: dict[str, Any] = {}
         failed = False
+        now_ms = int(time.time() * 1000)
+        window = (_time_ms(str(spec.get("from") or "now-6h"), now_ms), _time_ms(str(spec.get("to") or "now"), now_ms))  # fmt: skip
         for query in spec.get("queries", []):
+            with self._lock:
+                self.ds_queries.append(copy.deepcopy(query))
             ref = query.get("refId", "A")
             uid = (query.get("datasource") or {}).get("uid")
             with self._lock:
@@ -591,6 +729,11 @@ class GrafanaStandin(Served):
                 answer = recorded_body("POST_api_ds_query.json", 2)["results"]["A"]
                 answer["error"] = self.query_error
                 results[ref] = answer
+                continue
+            url = str(found[0]["url"])
+            if _local(url):
+                results[ref] = _prometheus_query(url, ref, query, *window)
+                failed = failed or "error" in results[ref]
                 continue
             results[ref] = {"status": 200, "frames": [self._frame(ref, str(query.get("expr", "")))]}  # fmt: skip
         return _json(400 if failed else 200, {"results": results})

@@ -10,6 +10,7 @@ the behaviour the checks rely on that the recordings only describe, and every fa
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -285,3 +286,65 @@ def test_requests_are_logged_with_their_authorization(
         ("GET", "/api/org", f"Bearer {TOKEN}"),
         ("GET", "/api/health", ""),
     ]
+
+
+def test_library_elements_are_the_recorded_shapes(grafana: GrafanaStandin, http: httpx.Client) -> None:  # fmt: skip
+    model = panel(0, "Heap", "prom")
+    grafana.add_library_panel("lib-heap", "Heap in use", model)
+    found = http.get("/api/library-elements/lib-heap")
+    assert found.status_code == 200
+    recorded = example("GET_api_library-elements_uid.json")["body"]["result"]
+    result = found.json()["result"]
+    assert list(result) == list(recorded) and list(result["meta"]) == list(recorded["meta"])
+    assert (result["uid"], result["name"], result["kind"], result["model"]) == ("lib-heap", "Heap in use", 1, model)  # fmt: skip
+    missing = http.get("/api/library-elements/nope")
+    assert missing.status_code == 404
+    same(missing.json(), example("GET_api_library-elements_uid.json", 1)["body"])
+
+
+def test_provisioned_dashboards_are_served_as_written(grafana: GrafanaStandin, http: httpx.Client) -> None:  # fmt: skip
+    written = {
+        "__inputs": [{"name": "DS_PROMETHEUS", "type": "datasource", "pluginId": "prometheus"}],
+        "title": "Old  rows", "schemaVersion": 14, "id": None,
+        "rows": [{"panels": [{"id": 1, "datasource": "${DS_PROMETHEUS}", "targets": [{"expr": "up"}]}]}],
+    }  # fmt: skip
+    uid = grafana.provision_dashboard(written, file="old.json")
+    served = http.get(f"/api/dashboards/uid/{uid}").json()
+    assert {k: v for k, v in served["dashboard"].items() if k not in ("id", "uid", "version")} == {k: v for k, v in written.items() if k != "id"}  # fmt: skip
+    assert served["meta"]["provisionedExternalId"] == "old.json"
+    assert [h["title"] for h in http.get("/api/search", params={"type": "dash-db", "query": "old"}).json()] == ["Old  rows"]  # fmt: skip
+
+
+def test_prometheus_queries_go_to_a_local_datasource_as_grafana_sends_them(
+    grafana: GrafanaStandin, http: httpx.Client
+) -> None:
+    """A fake Prometheus on this machine answers the recorded range (matrix) answer; the stand-in
+    turns it into the recorded frames, with the step, alignment and $__ macros Grafana uses."""
+    from tests.standins._http import Answer, Request, Served
+
+    seen: list[str] = []
+
+    class FakePrometheus(Served):
+        def route(self, request: Request) -> Answer:
+            seen.append(request.target)
+            if "nonsense" in request.target:
+                return Answer(400, b'{"status":"error","errorType":"bad_data","error":"1:9: parse error: unexpected end of input"}')  # fmt: skip
+            return Answer(200, json.dumps(example("POST_api_ds_query.json", 7)["prometheus_answer"]).encode())  # fmt: skip
+
+    with FakePrometheus() as prom:
+        grafana.add_datasource("local", "Local", "prometheus", prom.url)
+        query = {"refId": "A", "datasource": {"type": "prometheus", "uid": "local"}, "expr": "rate(x[$__rate_interval])", "intervalMs": 30000, "maxDataPoints": 100}  # fmt: skip
+        answer = http.post(
+            "/api/ds/query", json={"queries": [query], "from": "now-1h", "to": "now"}
+        )
+        bad = http.post("/api/ds/query", json={"queries": [{**query, "expr": "nonsense("}], "from": "now-1h", "to": "now"})  # fmt: skip
+    assert answer.status_code == 200
+    [frame] = answer.json()["results"]["A"]["frames"]
+    recorded = example("POST_api_ds_query.json", 7)["body"]["results"]["A"]["frames"][0]
+    assert frame["data"] == recorded["data"] and frame["schema"]["fields"] == recorded["schema"]["fields"]  # fmt: skip
+    assert frame["schema"]["meta"]["executedQueryString"] == "Expr: rate(x[60s])\nStep: 30s"
+    assert "/api/v1/query_range?query=rate%28x%5B60s%5D%29&start=" in seen[0] and "step=30.0" in seen[0]  # fmt: skip
+    assert bad.status_code == 400
+    result = bad.json()["results"]["A"]
+    assert (result["status"], result["errorSource"]) == (400, "downstream")
+    assert result["error"] == "bad_data: 1:9: parse error: unexpected end of input"

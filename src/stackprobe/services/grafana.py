@@ -16,10 +16,12 @@ OK: it cannot notify anyone.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import re
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,17 +45,23 @@ from stackprobe.http import (
 )
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, Target
+from stackprobe.services import dashboards
 from stackprobe.services.jaeger import JaegerStore
 from stackprobe.services.tracestore import StoredSpan
 
 DEFAULT_USER = "admin"
 QUERY_MS = 1000.0  # default expectations.query_ms: median of a query through Grafana
 QUERY_SAMPLES = 5
+PANEL_P95_MS = 2000.0  # default expectations.panel_p95_ms: p95 of a panel's queries through Grafana
+PANEL_DASHBOARDS = 10  # dashboards whose panels are queried when expectations.dashboards is not set
+MAX_PANELS = 200  # panels queried at most in one run
+PANEL_CONCURRENCY = 4  # panel requests at once (a browser loads a few panels at a time)
+PANEL_TIME_S = 40.0  # no panel query starts after this long
+PANEL_POINTS = 1000  # maxDataPoints when the panel sets none (about a panel's width in pixels)
+LISTED_SLOWEST = 5
 MAX_DASHBOARDS = 100  # dashboards inspected when expectations.dashboards is not set
 HEALTH_CONCURRENCY = 8  # datasource health checks at once
-EXPRESSION_UIDS = ("__expr__", "-100")  # server-side expressions, not datasources
-# datasource references a panel may hold that are not datasources of the org
-BUILTIN_DATASOURCES = ("grafana", "-- Grafana --", "-- Mixed --", "-- Dashboard --", "dashboard", "mixed", *EXPRESSION_UIDS)  # fmt: skip
+EXPRESSION_UIDS = dashboards.EXPRESSIONS  # server-side expressions, not datasources
 PROVENANCE_OFF = {"X-Disable-Provenance": "true"}
 
 
@@ -76,6 +84,8 @@ class GrafanaExpectations(BaseModel):
     dashboards: list[str] = []  # uids or titles that must load with every panel resolving
     contact_points: list[str] = []  # names of contact points that must exist
     query_ms: float = Field(default=QUERY_MS, gt=0)  # median budget of a query through Grafana
+    # p95 budget of a dashboard panel's queries through /api/ds/query (query-performance)
+    panel_p95_ms: float = Field(default=PANEL_P95_MS, gt=0)
 
 
 def _message(response: httpx.Response) -> str:
@@ -383,32 +393,14 @@ async def check_datasources(ctx: CheckContext[GrafanaClient]) -> str:
 # --- dashboards ------------------------------------------------------------------------------
 
 
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Every panel, including those inside (collapsed) rows."""
-    for item in panels:
-        yield item
-        yield from _panels(item.get("panels") or [])
-
-
-def _ref(value: Any) -> str | None:
-    """A panel's datasource reference: a uid, a name (older dashboards), or None (default)."""
-    if isinstance(value, dict):
-        uid = value.get("uid")
-        return None if uid is None else str(uid)
-    return None if value is None else str(value)
-
-
-@check(
-    "dashboards",
-    title="expected dashboards exist, load, and every panel reads an existing datasource",
-    name="panels_resolve",
-    timeout=30,
-)
-async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
-    client = ctx.client
-    hits = await client.get("/api/search", type="dash-db", limit=5000)
+async def _wanted_dashboards(
+    ctx: CheckContext[GrafanaClient], limit: int
+) -> tuple[dict[str, str], list[str]]:
+    """(uid -> title of the dashboards to inspect, expected names search did not find): the
+    expected ones (by uid or title), else the first `limit` that search lists."""
+    hits = await ctx.client.get("/api/search", type="dash-db", limit=5000)
     expected = list(ctx.expectations.dashboards)
-    wanted: dict[str, str] = {}  # uid -> title
+    wanted: dict[str, str] = {}
     missing = []
     for name in expected:
         found = [h for h in hits if name in (h.get("uid"), h.get("title"))]
@@ -417,15 +409,32 @@ async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
         for hit in found:
             wanted[str(hit["uid"])] = str(hit.get("title"))
     if not expected:
-        wanted = {str(h["uid"]): str(h.get("title")) for h in hits[:MAX_DASHBOARDS]}
-    if not wanted and not missing:
-        raise CheckSkipped("Grafana has no dashboards and expectations.dashboards is not set")
-    datasources = await client.datasources()
-    known = {str(d.get("uid")) for d in datasources} | {str(d.get("name")) for d in datasources}
-    dangling: list[str] = []
-    unloadable: list[str] = []
-    load_ms: list[float] = []
-    panels = refs = templated = 0
+        wanted = {str(h["uid"]): str(h.get("title")) for h in hits[:limit]}
+    return wanted, missing
+
+
+@dataclass
+class LoadedDashboard:
+    uid: str
+    title: str
+    model: dict[str, Any]
+    panels: list[dashboards.Panel]
+    resolver: dashboards.Resolver
+    missing_library: list[dashboards.Panel]
+
+    @property
+    def label(self) -> str:
+        return f"dashboard {dashboards.quoted(self.title)} (uid {self.uid})"
+
+
+async def _load_dashboards(
+    ctx: CheckContext[GrafanaClient], wanted: dict[str, str], datasources: list[dict[str, Any]]
+) -> tuple[list[LoadedDashboard], list[str], list[float]]:
+    """(the dashboards that load, with library panels filled in; those that do not, said;
+    load milliseconds)."""
+    client = ctx.client
+    library: dict[str, dict[str, Any] | None] = {}
+    loaded, unloadable, load_ms = [], [], []
     for uid, title in wanted.items():
         started = time.perf_counter()
         response = await client.http.get(f"/api/dashboards/uid/{quote(uid, safe='')}")
@@ -433,41 +442,131 @@ async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
         if response.status_code in (401, 403):
             raise grafana_error(response)
         if response.status_code != 200:
-            unloadable.append(f"'{title}' ({uid}) is listed by search but does not load: {_said(response)}")  # fmt: skip
+            unloadable.append(f"dashboard {dashboards.quoted(title)} (uid {uid}) is listed by search but does not load: {_said(response)}")  # fmt: skip
             continue
         model = (json_or_none(response) or {}).get("dashboard") or {}
-        for panel in _panels(model.get("panels") or []):
-            if panel.get("type") == "row":
-                continue  # a row only groups panels
-            panels += 1
-            panel_ref = _ref(panel.get("datasource"))
-            targets = [_ref(t.get("datasource")) for t in panel.get("targets") or [] if "datasource" in t]  # fmt: skip
-            for ref in dict.fromkeys([panel_ref, *targets]):
-                if ref is None:
-                    if not datasources:  # the default datasource is used: there must be one
-                        dangling.append(f"'{title}' panel '{panel.get('title')}' uses the default datasource, but there is none")  # fmt: skip
-                    continue
-                refs += 1
-                if ref.startswith("$"):
-                    templated += 1  # a dashboard variable: resolved when viewed
-                elif ref not in known and ref not in BUILTIN_DATASOURCES:
-                    dangling.append(f"'{title}' panel '{panel.get('title')}' → datasource {ref!r} does not exist")  # fmt: skip
+        found, missing = [], []
+        for panel in dashboards.panels(model):
+            if panel.library_uid is None:
+                found.append(panel)
+                continue
+            if panel.library_uid not in library:
+                library[panel.library_uid] = await _library_model(client, panel.library_uid)
+            stored = library[panel.library_uid]
+            if stored is None:
+                missing.append(panel)
+            else:
+                found.append(dashboards.with_library_model(panel, stored))
+        title_as_written = str(model.get("title") or title)
+        loaded.append(LoadedDashboard(uid, title_as_written, model, found, dashboards.Resolver(datasources, model), missing))  # fmt: skip
+    return loaded, unloadable, load_ms
+
+
+async def _library_model(client: GrafanaClient, uid: str) -> dict[str, Any] | None:
+    """A library panel's stored model; None when Grafana has no such library element."""
+    response = await client.http.get(f"/api/library-elements/{quote(uid, safe='')}")
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise grafana_error(response)
+    model = ((json_or_none(response) or {}).get("result") or {}).get("model")
+    return model if isinstance(model, dict) else {}
+
+
+_NO_REF = object()  # a finding about no datasource reference (a library panel, a source panel)
+
+
+def _broken_refs(board: LoadedDashboard) -> list[dict[str, Any]]:
+    """Every reference of a dashboard that does not resolve: panels, queries of Mixed panels,
+    `-- Dashboard --` sources, library panels, query variables and annotations."""
+    found: list[dict[str, Any]] = []
+    ids = {p.id for p in board.panels}
+
+    def add(where: str, subject: str, ref: Any, why: str, panel: dashboards.Panel | None = None) -> None:  # fmt: skip
+        said = f"datasource {dashboards.ref_text(ref)} {why}" if ref is not _NO_REF else why
+        found.append(
+            {
+                "dashboard_uid": board.uid,
+                "dashboard": board.title,
+                "panel_id": panel.id if panel else None,
+                "panel": (panel.title or None) if panel else None,
+                "panel_type": panel.type if panel else None,
+                "where": where,
+                "reference": dashboards.ref_text(ref) if ref is not _NO_REF else None,
+                "why": said,
+                "text": f"{board.label} {subject} → {said}",
+            }
+        )
+
+    for panel in board.missing_library:
+        add("library panel", panel.label, _NO_REF, f"library panel {dashboards.quoted(panel.library_name or '')} (uid {panel.library_uid}) does not exist", panel)  # fmt: skip
+    for panel in board.panels:
+        for where, ref, resolved in board.resolver.panel_refs(panel):
+            subject = panel.label if where == "panel datasource" else f"{panel.label} {where.removesuffix(' datasource')}"  # fmt: skip
+            if not resolved.ok:
+                add(where, subject, ref, str(resolved.why), panel)
+            elif resolved.builtin == dashboards.DASHBOARD:
+                for t in panel.targets:
+                    source = t.get("panelId")
+                    if source is not None and source not in ids:
+                        add("source panel", subject, _NO_REF, f"-- Dashboard -- shows panel {source}'s results, and the dashboard has no panel {source}", panel)  # fmt: skip
+    for variable in board.resolver.variables.values():
+        if variable.type == "query":
+            ref = variable.raw.get("datasource")
+            resolved = board.resolver.resolve(ref)
+            if not resolved.ok:
+                add("variable", f"variable ${variable.name}", ref, str(resolved.why))
+    annotations = board.model.get("annotations") if isinstance(board.model.get("annotations"), dict) else {}  # fmt: skip
+    for annotation in (annotations or {}).get("list") or []:
+        if not isinstance(annotation, dict) or annotation.get("enable") is False:
+            continue
+        ref = annotation.get("datasource")
+        resolved = board.resolver.resolve(ref)
+        if not resolved.ok:
+            add("annotation", f"annotation {dashboards.quoted(str(annotation.get('name') or ''))}", ref, str(resolved.why))  # fmt: skip
+    return found
+
+
+@check(
+    "dashboards",
+    title="expected dashboards exist, load, and every panel, variable and annotation reads a datasource that resolves",
+    name="panels_resolve",
+    timeout=30,
+)
+async def check_dashboards(ctx: CheckContext[GrafanaClient]) -> str:
+    wanted, missing = await _wanted_dashboards(ctx, MAX_DASHBOARDS)
+    if not wanted and not missing:
+        raise CheckSkipped("Grafana has no dashboards and expectations.dashboards is not set")
+    datasources = await ctx.client.datasources()
+    loaded, unloadable, load_ms = await _load_dashboards(ctx, wanted, datasources)
+    broken = [b for board in loaded for b in _broken_refs(board)]
+    panels = sum(len(b.panels) + len(b.missing_library) for b in loaded)
+    refs = sum(len(b.resolver.panel_refs(p)) for b in loaded for p in b.panels)
+    templated = sum(
+        1 for b in loaded for p in b.panels for _, ref, _ in b.resolver.panel_refs(p)
+        if "$" in dashboards.ref_text(ref)
+    )  # fmt: skip
     ctx.evidence.update(
         dashboards=len(wanted),
         panels=panels,
         datasource_refs=refs,
         templated_refs=templated,
+        library_panels=sum(
+            1 for b in loaded for p in [*b.panels, *b.missing_library] if p.library_uid
+        ),
         load_p50_ms=statistics.median(load_ms) if load_ms else None,
         load_max_ms=max(load_ms) if load_ms else None,
         missing=missing,
-        dangling=dangling,
+        unloadable=unloadable,
+        broken=[{k: v for k, v in b.items() if k != "text"} for b in broken],
     )
     problems = []
     if missing:
         problems.append(f"expected dashboard(s) {', '.join(missing)} (expectations.dashboards) not found by /api/search")  # fmt: skip
     problems += unloadable
-    if dangling:
-        problems.append(f"{len(dangling)} panel datasource reference(s) dangle: {_listing(dangling)}")  # fmt: skip
+    if broken:
+        boards = len({b["dashboard_uid"] for b in broken})
+        problems.append(f"{len(broken)} reference(s) in {boards} dashboard(s) do not resolve: {_listing([b['text'] for b in broken], 3)} (evidence.broken)")  # fmt: skip
     if problems:
         raise CheckFailed("; ".join(problems))
     return f"{len(wanted)} dashboard(s) load; {panels} panel(s), {refs} datasource reference(s), all resolve"
@@ -701,6 +800,176 @@ async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
             f"query through {name}: expected a median at most {threshold:g} ms (expectations.query_ms), saw {p50} ms over {QUERY_SAMPLES} queries"
         )
     return f"{QUERY_SAMPLES} queries through {name}: p50 {p50} ms (≤ {threshold:g} ms), max {ctx.evidence['max_ms']} ms"
+
+
+@dataclass
+class PanelRun:
+    """One panel's queries sent to /api/ds/query, as the dashboard's frontend would send them."""
+
+    board: LoadedDashboard
+    panel: dashboards.Panel
+    body: dict[str, Any]
+    ms: float = 0.0
+    error: str | None = None
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "dashboard_uid": self.board.uid,
+            "dashboard": self.board.title,
+            "panel_id": self.panel.id,
+            "panel": self.panel.title or None,
+            "panel_type": self.panel.type,
+            "queries": len(self.body["queries"]),
+            "ms": self.ms,
+            **({"error": self.error} if self.error else {}),
+        }
+
+    @property
+    def label(self) -> str:
+        return f"{self.board.label} {self.panel.label}"
+
+
+def _panel_request(board: LoadedDashboard, panel: dashboards.Panel) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
+    """The /api/ds/query body for a panel's visible queries (template variables replaced by
+    their current values), or None and why it is not run."""
+    if not panel.targets:
+        return None, "no queries"
+    queries = []
+    for i, target in enumerate(panel.targets):
+        if target.get("hide"):
+            continue
+        resolved = board.resolver.query_datasource(panel, target)
+        if not resolved.ok:
+            return None, "datasource does not resolve (see panels_resolve)"
+        if resolved.datasource is None:
+            continue  # built-in (-- Grafana --, -- Dashboard --) or an expression
+        query = {k: v for k, v in target.items() if k != "datasource"}
+        for key in ("expr", "query", "legendFormat", "interval"):
+            if isinstance(query.get(key), str):
+                query[key] = board.resolver.interpolate(query[key], regex=key == "expr")
+        ds = resolved.datasource
+        query["datasource"] = {"type": ds.get("type"), "uid": ds.get("uid")}
+        query.setdefault("refId", chr(ord("A") + i % 26))
+        query["maxDataPoints"] = int(panel.raw.get("maxDataPoints") or PANEL_POINTS)
+        queries.append(query)
+    if not queries:
+        return None, "only built-in or hidden queries"
+    time_range = board.model.get("time") if isinstance(board.model.get("time"), dict) else {}
+    start = str((time_range or {}).get("from") or "now-6h")
+    end = str((time_range or {}).get("to") or "now")
+    if isinstance(panel.raw.get("timeFrom"), str) and panel.raw["timeFrom"]:
+        start = f"now-{panel.raw['timeFrom']}"
+    span = _span_s(start, end)
+    for q in queries:
+        q["intervalMs"] = max(int(span * 1000 / q["maxDataPoints"]), 1000)
+    return {"queries": queries, "from": start, "to": end}, ""
+
+
+def _span_s(start: str, end: str) -> float:
+    """Seconds between Grafana's relative times (now-6h .. now); 6 h when not relative."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+    def ago(text: str) -> float | None:
+        if text == "now":
+            return 0.0
+        found = re.fullmatch(r"now-(\d+)([smhdwy])(?:/[smhdwy])?", text)
+        return int(found.group(1)) * units[found.group(2)] if found else None
+
+    a, b = ago(start), ago(end)
+    return max(a - b, 1.0) if a is not None and b is not None else 6 * 3600.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
+
+
+@check(
+    "query-performance",
+    title="the panel queries of the expected dashboards run through /api/ds/query within the p95 budget, none erroring",
+    name="panel_queries",
+    timeout=60,
+)
+async def check_panel_queries(ctx: CheckContext[GrafanaClient]) -> str:
+    """Bounded: at most PANEL_DASHBOARDS dashboards when none is expected, MAX_PANELS panels,
+    PANEL_CONCURRENCY at once, no new query after PANEL_TIME_S."""
+    client = ctx.client
+    budget = ctx.expectations.panel_p95_ms
+    wanted, missing = await _wanted_dashboards(ctx, PANEL_DASHBOARDS)
+    if missing:
+        raise CheckFailed(f"expected dashboard(s) {', '.join(missing)} (expectations.dashboards) not found by /api/search")  # fmt: skip
+    if not wanted:
+        raise CheckSkipped("Grafana has no dashboards and expectations.dashboards is not set")
+    loaded, _, _ = await _load_dashboards(ctx, wanted, await client.datasources())
+    runs: list[PanelRun] = []
+    not_run: dict[str, int] = {}
+    for board in loaded:
+        for panel in board.panels:
+            body, why = _panel_request(board, panel)
+            if body is None:
+                not_run[why] = not_run.get(why, 0) + 1
+            elif len(runs) < MAX_PANELS:
+                runs.append(PanelRun(board, panel, body))
+            else:
+                not_run["over the panel limit"] = not_run.get("over the panel limit", 0) + 1
+    if not runs:
+        raise CheckSkipped(f"no panel query to run in {len(loaded)} dashboard(s) (not run: {not_run or 'none'})")  # fmt: skip
+    limit = asyncio.Semaphore(PANEL_CONCURRENCY)
+    deadline = time.monotonic() + PANEL_TIME_S
+
+    async def run(item: PanelRun) -> None:
+        async with limit:
+            if time.monotonic() > deadline:
+                item.error = "not run: time budget spent"
+                return
+            started = time.perf_counter()
+            response = await client.http.post("/api/ds/query", json=item.body)
+            item.ms = ms(time.perf_counter() - started)
+        if response.status_code in (401, 403):
+            raise grafana_error(response)
+        results = (json_or_none(response) or {}).get("results") if isinstance(json_or_none(response), dict) else None  # fmt: skip
+        errors = [f"{ref}: {r.get('error')}" for ref, r in (results or {}).items() if isinstance(r, dict) and r.get("error")]  # fmt: skip
+        if errors:
+            item.error = "; ".join(errors)
+        elif response.status_code not in (200, 207) or not isinstance(results, dict):
+            item.error = _said(response)
+
+    await asyncio.gather(*(run(item) for item in runs))
+    skipped = [r for r in runs if r.error == "not run: time budget spent"]
+    measured = [r for r in runs if r not in skipped]
+    failing = [r for r in measured if r.error]
+    latencies = [r.ms for r in measured]
+    slowest = sorted(measured, key=lambda r: r.ms, reverse=True)[:LISTED_SLOWEST]
+    p95 = _percentile(latencies, 0.95) if latencies else 0.0
+    if skipped:
+        not_run["time budget spent"] = len(skipped)
+    ctx.evidence.update(
+        dashboards=len(loaded),
+        panels=len(measured),
+        budget_p95_ms=budget,
+        p50_ms=round(statistics.median(latencies), 2) if latencies else None,
+        p95_ms=p95,
+        max_ms=max(latencies) if latencies else None,
+        slowest=[r.evidence() for r in slowest],
+        errors=[r.evidence() for r in failing],
+        per_panel=[r.evidence() for r in measured],
+        not_run=not_run,
+    )
+    problems = []
+    if failing:
+        listed = _listing([f"{r.label}: {r.error}" for r in failing], 3)
+        problems.append(f"{len(failing)} of {len(measured)} panel(s) answer with an error: {listed} (evidence.errors)")  # fmt: skip
+    if p95 > budget:
+        shown = "; ".join(f"{r.label} {r.ms:g} ms" for r in slowest[:3])
+        problems.append(f"panel queries p95 {p95:g} ms over the {budget:g} ms budget (expectations.panel_p95_ms); slowest: {shown}")  # fmt: skip
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    top = slowest[0]
+    return (
+        f"{len(measured)} panel(s) of {len(loaded)} dashboard(s): p95 {p95:g} ms (≤ {budget:g} ms), "
+        f"slowest {top.label} {top.ms:g} ms"
+    )
 
 
 # --- security --------------------------------------------------------------------------------

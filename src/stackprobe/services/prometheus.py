@@ -1,8 +1,11 @@
 """Prometheus: health, scrape targets, queries, and alert rules that can actually fire.
 
-The alerting checks go beyond "rules loaded": a rule whose metrics have no series can never
-fire (a dead rule), configured rule files go through `promtool check rules`, and with
---allow-disruption a canary alert is driven pending -> firing -> resolved end to end.
+The alerting checks go beyond "rules loaded": a rule whose selectors select nothing can never
+fire (a dead rule: its metric is missing, or a label matcher selects none of its series); the
+expressions are read with a PromQL parser (services/promql.py) and every distinct selector is
+asked once, in batches. Configured rule files go through `promtool check rules` (lint findings
+are a warning), and with --allow-disruption a canary alert is driven pending -> firing ->
+resolved end to end.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +29,19 @@ from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
 from stackprobe.http import client_for, json_body, raise_unless, refuse_auth
 from stackprobe.kinds import Kind, Target
+from stackprobe.services import promql
 
 LABEL = "prometheus"
 UP_TIMEOUT = 10.0  # a Prometheus that just started has not scraped yet
-# identifiers in PromQL that are not metric names
-_PROMQL_WORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-    "offset", "inf", "nan", "atan2", "start", "end",
-}  # fmt: skip
+WARMUP_S = 15.0  # dead-rule answers are retried (up to UP_TIMEOUT) this long after a start
+UNKNOWN_WAIT = 8.0  # rules_healthy waits at most this long for rules not evaluated yet
+PROBE_BATCH = 40  # selectors asked in one query
+PROBE_CHARS = 12000  # ... and at most this much PromQL in one (POSTed) query
+PROBE_CONCURRENCY = 4  # queries at once
+PROBE_LABEL = "stackprobe_probe"
+LISTED = 5  # items a message lists before "and N more"
+MESSAGE_CHARS = 700  # the dead-rule listing stops near this length; evidence has all
+VALUES_SHOWN = 5  # label values a finding names
 
 
 class Canary(BaseModel):
@@ -60,15 +70,27 @@ class PrometheusAPI:
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
+        # selectors seen selecting series during this run (one client per service per run)
+        self.selector_cache: dict[promql.Selector, bool] = {}
+        self.promtool_runs: dict[tuple[str, ...], PromtoolRun] = {}  # rule files -> its answer
 
     async def get(self, path: str, **params: Any) -> Any:
-        answer = await self.http.get(path, params=params or None)
+        return self._data(path, await self.http.get(path, params=params or None))
+
+    async def query_post(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query sent as a form (long batched expressions do not fit in a URL)."""
+        answer = await self.http.post("/api/v1/query", data={"query": expr})
+        return list(self._data("/api/v1/query", answer)["result"])
+
+    def _data(self, path: str, answer: httpx.Response) -> Any:
         refuse_auth(answer)
         body = json_body(answer, label=LABEL)  # errors come in the envelope, with 4xx/5xx
         if not isinstance(body, dict) or body.get("status") != "success":
             said = body.get("error", body) if isinstance(body, dict) else body
             kind = body.get("errorType", "error") if isinstance(body, dict) else "error"
-            raise CheckFailed(f"GET {path}: HTTP {answer.status_code} {kind}: {said}")
+            raise CheckFailed(
+                f"{answer.request.method} {path}: HTTP {answer.status_code} {kind}: {said}"
+            )
         return body["data"]
 
     async def query(self, expr: str) -> list[dict[str, Any]]:
@@ -210,33 +232,66 @@ async def check_query(ctx: CheckContext[PrometheusAPI]) -> str:
     return f"instant {ctx.evidence['instant_ms']} ms, range {ctx.evidence['range_ms']} ms ({samples} samples)"
 
 
-def metric_selectors(expr: str) -> set[str]:
-    """Selectors for the metrics an expression reads: bare names and `__name__` matchers.
-    Metrics inside absent()/absent_over_time() are left out: such a rule fires exactly when
-    they have no series, so their absence does not make it dead."""
-    expr = re.sub(r"absent(?:_over_time)?\s*\((?:[^()]|\([^()]*\))*\)", "vector(0)", expr)
-    selectors = {
-        f'{{__name__{op}"{value}"}}'
-        for op, value in re.findall(r'__name__\s*(=~|=)\s*"((?:[^"\\]|\\.)*)"', expr)
-    }
-    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # drop string literals
-    stripped = re.sub(r"\{[^}]*\}", "", stripped)  # drop label matchers
-    stripped = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped
-    )
-    stripped = re.sub(r"\[[^\]]*\]", "", stripped)  # drop ranges
-    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", stripped):
-        following = stripped[match.end() :].lstrip()
-        if following.startswith("(") or match.group().lower() in _PROMQL_WORDS:
-            continue
-        if re.fullmatch(r"\d+[smhdwy]", match.group()):
-            continue
-        selectors.add(f'{{__name__="{match.group()}"}}')
-    return selectors
+# --- alerting-thresholds: the rules as Prometheus holds them ----------------------------------
 
 
-async def _rule_groups(api: PrometheusAPI) -> list[dict[str, Any]]:
-    return list((await api.get("/api/v1/rules"))["groups"])
+@dataclass
+class Rule:
+    """One rule as /api/v1/rules serves it, with where it lives (file, group, position)."""
+
+    file: str
+    group: str
+    index: int
+    type: str  # alerting | recording
+    name: str
+    query: str
+    state: str  # alerting rules: inactive | pending | firing
+    health: str  # ok | err | unknown
+    last_error: str
+    labels: dict[str, str]
+    interval: float  # the group's evaluation interval, seconds
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.file, self.group, self.index)
+
+    def label(self, twins: bool = False) -> str:
+        """The rule's name; with its severity (else position) when its group has a namesake."""
+        if not twins:
+            return self.name
+        severity = self.labels.get("severity")
+        return (
+            f"{self.name}[severity={severity}]" if severity else f"{self.name}[#{self.index + 1}]"
+        )
+
+
+async def _rules(api: PrometheusAPI) -> list[Rule]:
+    groups = (await api.get("/api/v1/rules"))["groups"]
+    return [
+        Rule(
+            file=str(g.get("file", "")),
+            group=str(g.get("name", "")),
+            index=i,
+            type=str(r.get("type", "")),
+            name=str(r.get("name", "")),
+            query=str(r.get("query", "")),
+            state=str(r.get("state", "")),
+            health=str(r.get("health", "unknown")),
+            last_error=str(r.get("lastError") or ""),
+            labels={str(k): str(v) for k, v in (r.get("labels") or {}).items()},
+            interval=float(g.get("interval") or 0),
+        )
+        for g in groups
+        for i, r in enumerate(g.get("rules") or [])
+    ]
+
+
+def _twins(rules: list[Rule]) -> set[tuple[str, str, int]]:
+    """Rules whose name is used more than once in their group (an alert per severity)."""
+    seen: dict[tuple[str, str, str], list[Rule]] = {}
+    for r in rules:
+        seen.setdefault((r.file, r.group, r.name), []).append(r)
+    return {r.key for same in seen.values() if len(same) > 1 for r in same}
 
 
 @check(
@@ -245,69 +300,414 @@ async def _rule_groups(api: PrometheusAPI) -> list[dict[str, Any]]:
     name="rules_healthy",
 )
 async def check_rules_healthy(ctx: CheckContext[PrometheusAPI]) -> str:
-    groups = await _rule_groups(ctx.client)
-    rules = [(g["name"], r) for g in groups for r in g.get("rules", [])]
+    """`unknown` (not evaluated yet: just started, or a long group interval) is not unhealthy:
+    it waits up to one group interval, bounded, then names the rules still unknown."""
+    started = time.monotonic()
+    rules = await _rules(ctx.client)
+    unknown = [r for r in rules if r.health == "unknown"]
+    wait = min(max((r.interval for r in unknown), default=0.0) + 1.0, UNKNOWN_WAIT)
+    while unknown and time.monotonic() - started < wait:
+        await asyncio.sleep(min(0.5, wait))
+        rules = await _rules(ctx.client)
+        unknown = [r for r in rules if r.health == "unknown"]
+    twins = _twins(rules)
+
+    def where(r: Rule) -> str:
+        return f"{r.group}/{r.label(r.key in twins)}"
+
+    broken = [r for r in rules if r.health not in ("ok", "unknown")]
     ctx.evidence.update(
-        groups=len(groups),
+        groups=len({(r.file, r.group) for r in rules}),
         rules=len(rules),
-        alerting=sum(r["type"] == "alerting" for _, r in rules),
+        alerting=sum(r.type == "alerting" for r in rules),
+        unhealthy=[
+            {
+                "rule": r.name,
+                "group": r.group,
+                "file": r.file,
+                "health": r.health,
+                "error": r.last_error,
+            }
+            for r in broken
+        ],
+        not_evaluated_yet=[
+            {"rule": r.name, "group": r.group, "file": r.file, "interval_s": r.interval}
+            for r in unknown
+        ],
     )
-    broken = [
-        f"{g}/{r.get('name')}: {r.get('health')}: {r.get('lastError')}"
-        for g, r in rules
-        if r.get("health") != "ok"
-    ]
     if broken:
-        raise CheckFailed(f"{len(broken)} rule(s) not healthy: " + "; ".join(broken))
+        listed = "; ".join(f"{where(r)}: {r.health}: {r.last_error or 'no error text'}" for r in broken[:LISTED])  # fmt: skip
+        more = (
+            f"; and {len(broken) - LISTED} more (evidence.unhealthy)"
+            if len(broken) > LISTED
+            else ""
+        )
+        raise CheckFailed(f"{len(broken)} of {len(rules)} rule(s) not healthy: {listed}{more}")
     if not rules:
         raise CheckSkipped("no rules are loaded: nothing can alert")
-    return f"{len(groups)} group(s), {len(rules)} rule(s), all evaluating"
+    groups = len({(r.file, r.group) for r in rules})
+    if unknown:
+        slowest = max(unknown, key=lambda r: r.interval)
+        return (
+            f"{groups} group(s), {len(rules)} rule(s): none failing; {len(unknown)} not evaluated yet "
+            f"after {time.monotonic() - started:.1f} s (e.g. {where(slowest)}, group interval {slowest.interval:g} s; evidence.not_evaluated_yet)"
+        )
+    return f"{groups} group(s), {len(rules)} rule(s), all evaluating"
+
+
+# --- no dead rules ---------------------------------------------------------------------------
+
+
+class SeriesProbe:
+    """Asks Prometheus which expressions return series: many expressions per query (each
+    tagged with label_replace and joined with `or`), a few queries at once, answers that
+    found series cached for the run (on the client)."""
+
+    def __init__(self, api: PrometheusAPI) -> None:
+        self.api = api
+        self.queries = 0
+        self.seconds = 0.0
+        self.refused: dict[str, str] = {}  # expressions Prometheus would not answer, and why
+
+    async def results(self, exprs: list[str]) -> dict[str, list[dict[str, str]]]:
+        """expr -> the label sets of its result (empty: no series)."""
+        answers: dict[str, list[dict[str, str]]] = {}
+        todo = list(dict.fromkeys(exprs))
+        batches: list[list[str]] = [[]]
+        size = 0
+        for expr in todo:
+            if batches[-1] and (len(batches[-1]) >= PROBE_BATCH or size + len(expr) > PROBE_CHARS):
+                batches.append([])
+                size = 0
+            batches[-1].append(expr)
+            size += len(expr) + 60
+        limit = asyncio.Semaphore(PROBE_CONCURRENCY)
+
+        async def ask(batch: list[str]) -> None:
+            tagged = " or ".join(
+                f'label_replace(({expr}), "{PROBE_LABEL}", "{i}", "", "")'
+                for i, expr in enumerate(batch)
+            )
+            try:
+                async with limit:
+                    started = time.perf_counter()
+                    try:
+                        found = await self.api.query_post(tagged)
+                    finally:
+                        self.seconds += time.perf_counter() - started
+                        self.queries += 1
+            except CheckFailed as exc:  # Prometheus refused the batch: halve it
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    await asyncio.gather(ask(batch[:half]), ask(batch[half:]))
+                    return
+                self.refused[batch[0]] = str(exc)  # this one expression: never judged on it
+                answers[batch[0]] = [{}]
+                return
+            for expr in batch:
+                answers.setdefault(expr, [])
+            for series in found:
+                metric = dict(series.get("metric") or {})
+                index = metric.pop(PROBE_LABEL, None)
+                if index is not None and index.isdigit() and int(index) < len(batch):
+                    answers[batch[int(index)]].append(metric)
+
+        await asyncio.gather(*(ask(b) for b in batches if b))
+        return answers
+
+    async def exist(self, selectors: list[promql.Selector]) -> dict[promql.Selector, bool]:
+        """Whether each selector selects a series now (within its lookback)."""
+        cache = self.api.selector_cache
+        unknown = [s for s in dict.fromkeys(selectors) if s not in cache]
+        answers = await self.results([_count(s) for s in unknown])
+        for s in unknown:
+            if answers.get(_count(s)):
+                cache[s] = True  # only "found" is cached: a missing series may appear
+        return {s: cache.get(s, False) for s in selectors}
+
+
+def _count(selector: promql.Selector) -> str:
+    if selector.lookback <= promql.DEFAULT_LOOKBACK:
+        return f"count({selector.promql()})"
+    seconds = int(selector.lookback.total_seconds())
+    return f"count(last_over_time({selector.promql()}[{seconds}s]))"
+
+
+def _values(values: list[str]) -> str:
+    shown = ", ".join(promql.quote(v) if v else "(unset)" for v in values[:VALUES_SHOWN])
+    return shown + (f" and {len(values) - VALUES_SHOWN} more" if len(values) > VALUES_SHOWN else "")
+
+
+@dataclass
+class Finding:
+    """Why one selector selects nothing, for people: the metric, or the matcher and values."""
+
+    selector: str
+    reason: str
+    metric: str | None = None
+    matcher: str | None = None
+    values: dict[str, list[str]] = field(default_factory=dict)
+
+
+class DeadRuleAnalysis:
+    """Which alert rules can never fire on this Prometheus, and why (see services/promql.py)."""
+
+    def __init__(self, rules: list[Rule], probe: SeriesProbe, skip: set[str]) -> None:
+        self.rules = rules
+        self.probe = probe
+        self.analyses = {r.key: promql.analyse(r.query) for r in rules}
+        self.alerts = [r for r in rules if r.type == "alerting" and r.name not in skip]
+        self.alert_names = {r.name for r in rules if r.type == "alerting"}
+        self.recorded: dict[str, list[Rule]] = {}
+        for r in rules:
+            if r.type == "recording":
+                self.recorded.setdefault(r.name, []).append(r)
+        self.exists: dict[promql.Selector, bool] = {}
+        self.diagnosed: dict[promql.Selector, Finding] = {}
+
+    def selectors(self, rules: list[Rule]) -> list[promql.Selector]:
+        found = [
+            s
+            for r in rules
+            for s in self.analyses[r.key].need.selectors()
+            if s.metric not in promql.GENERATED_METRICS
+        ]
+        return list(dict.fromkeys(found))
+
+    async def measure(self, selectors: list[promql.Selector]) -> None:
+        self.exists.update(await self.probe.exist(selectors))
+
+    def _alert_selected(self, selector: promql.Selector) -> bool:
+        """ALERTS{alertname=...}: written by a loaded alerting rule when it is pending/firing."""
+        names = [m for m in selector.matchers if m.label == "alertname"]
+        return any(all(m.matches(n) for m in names) for n in self.alert_names)
+
+    def alive(self, selector: promql.Selector, visiting: frozenset[str] = frozenset()) -> bool:
+        if selector.metric in promql.GENERATED_METRICS:
+            return self._alert_selected(selector)
+        if self.exists.get(selector):
+            return True
+        metric = selector.metric
+        if metric in self.recorded and not self.exists.get(selector.base):
+            if metric in visiting:
+                return True  # a loop of recording rules: not this check's to judge
+            return any(self.rule_alive(r, visiting | {metric}) for r in self.recorded[metric])
+        return False
+
+    def rule_alive(self, rule: Rule, visiting: frozenset[str] = frozenset()) -> bool:
+        if rule.state in ("pending", "firing"):
+            return True  # Prometheus shows it firing: never dead
+        analysis = self.analyses[rule.key]
+        if analysis.error:
+            return True  # not read: never called dead on a guess
+        return analysis.need.evaluate(lambda s: self.alive(s, visiting))[0]
+
+    def dead(self) -> list[tuple[Rule, list[promql.Selector]]]:
+        found = []
+        for rule in self.alerts:
+            if self.rule_alive(rule):
+                continue
+            _, culprits = self.analyses[rule.key].need.evaluate(self.alive)
+            found.append((rule, culprits))
+        return found
+
+    async def diagnose(self, selectors: list[promql.Selector]) -> None:
+        """For each selector that selects nothing: does its metric exist, which matcher selects
+        nothing, which values its labels do have (one batch of queries for all of them)."""
+        bases = [s.base for s in selectors if s.base.metric or s.base.matchers]
+        singles = [
+            promql.Selector(s.metric, (*s.base.matchers, m))
+            for s in selectors
+            for m in s.label_matchers
+        ]
+        await self.measure([*bases, *singles])
+        value_exprs = {
+            (s.base, m.label): f"count by ({m.label}) ({s.base.promql()})"
+            for s in selectors
+            if s.base.metric or s.base.matchers
+            for m in s.label_matchers
+        }
+        answers = await self.probe.results(list(value_exprs.values()))
+        values = {
+            key: sorted({series.get(key[1], "") for series in answers.get(expr, [])})
+            for key, expr in value_exprs.items()
+        }
+        for s in selectors:
+            self.diagnosed[s] = self._finding(s, values)
+
+    def _finding(self, s: promql.Selector, values: dict[tuple[promql.Selector, str], list[str]]) -> Finding:  # fmt: skip
+        if s.metric in promql.GENERATED_METRICS:
+            names = [m for m in s.matchers if m.label == "alertname"]
+            if len(names) == 1 and names[0].op == "=":
+                said = f"no alerting rule named {promql.quote(names[0].value)} is loaded"
+            else:
+                said = f"no loaded alerting rule matches {', '.join(map(str, names)) or 'it'}"
+            return Finding(str(s), f"{s}: {said}", metric=s.metric)
+        has_base = bool(s.base.metric or s.base.matchers)
+        if not has_base or not self.exists.get(s.base):
+            if s.metric in self.recorded:
+                producers = ", ".join(f"{r.group}/{r.name}" for r in self.recorded[s.metric])
+                return Finding(str(s), f"{s.metric} is recorded by {producers}, which can return nothing", metric=s.metric)  # fmt: skip
+            if s.metric:
+                return Finding(str(s), f"no series for metric {s.metric}", metric=s.metric)
+            return Finding(str(s), f"no series match {s}")
+        seen = {m.label: values.get((s.base, m.label), []) for m in s.label_matchers}
+        empty = [
+            m for m in s.label_matchers
+            if not self.exists.get(promql.Selector(s.metric, (*s.base.matchers, m)))
+        ]  # fmt: skip
+        if empty:
+            parts = [
+                f"{m} selects nothing ({m.label} has {_values(seen[m.label])})" if any(seen[m.label])
+                else f"{m} selects nothing (no {s.base} series has label {m.label})"
+                for m in empty
+            ]  # fmt: skip
+            return Finding(str(s), f"{s}: " + "; ".join(parts), metric=s.metric, matcher=", ".join(str(m) for m in empty), values=seen)  # fmt: skip
+        together = ", ".join(str(m) for m in s.label_matchers)
+        return Finding(str(s), f"{s}: {together} each select series, but no series has them all", metric=s.metric, matcher=together, values=seen)  # fmt: skip
+
+
+async def _warming(api: PrometheusAPI) -> bool:
+    """Right after a (re)start series are still missing: up less than WARMUP_S, or a target
+    never scraped yet."""
+    info = await api.get("/api/v1/status/runtimeinfo")
+    started = re.sub(r"(\.\d{6})\d+", r"\1", str(info.get("startTime") or ""))  # Go's ns
+    try:
+        uptime = time.time() - datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        uptime = WARMUP_S
+    if uptime < WARMUP_S:
+        return True
+    targets = (await api.get("/api/v1/targets", state="active"))["activeTargets"]
+    return any(t.get("health") == "unknown" for t in targets)
+
+
+def _dead_report(
+    dead: list[tuple[Rule, list[promql.Selector]]], analysis: DeadRuleAnalysis, twins: set[tuple[str, str, int]]
+) -> tuple[list[dict[str, Any]], str]:  # fmt: skip
+    """(the full list for evidence, the one-line summary grouped by file and group)."""
+    entries = []
+    by_place: dict[tuple[str, str], list[str]] = {}
+    for rule, culprits in dead:
+        findings = [analysis.diagnosed.get(s) or Finding(str(s), f"no series match {s}") for s in culprits]  # fmt: skip
+        entries.append(
+            {
+                "rule": rule.name,
+                "group": rule.group,
+                "file": rule.file,
+                "labels": rule.labels,
+                "expr": rule.query,
+                "missing": [vars(f) for f in findings],
+            }
+        )
+        reasons = "; ".join(f.reason for f in findings) or "its expression can return nothing"
+        by_place.setdefault((rule.file, rule.group), []).append(f"{rule.label(rule.key in twins)} ({reasons})")  # fmt: skip
+    places: list[str] = []
+    budget = MESSAGE_CHARS
+    shown = 0
+    for (file, group), items in by_place.items():
+        listed: list[str] = []
+        for item in items:
+            if shown and budget - len(item) < 0:
+                break
+            listed.append(item)
+            budget -= len(item)
+            shown += 1
+        if listed:
+            places.append(f"{Path(file).name or file} › {group}: " + "; ".join(listed))
+    more = f"; and {len(dead) - shown} more" if shown < len(dead) else ""
+    return entries, " | ".join(places) + more + " (evidence.dead)"
 
 
 @check(
     "alerting-thresholds",
-    title="no dead alert rule: every metric an alert reads has series",
+    title="no dead alert rule: every series an alert needs to fire has a selector that selects something",
     severity="warning",
     name="no_dead_rules",
     timeout=20,
 )
 async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
     opts: PrometheusOptions = ctx.options
-    canary = opts.canary.alert if opts.canary else None
-    groups = await _rule_groups(ctx.client)
-    alerts = [
-        r
-        for g in groups
-        for r in g.get("rules", [])
-        if r.get("type") == "alerting" and r.get("name") != canary
-    ]
-
-    async def none_dead() -> dict[str, list[str]]:
-        """Retried briefly: right after a (re)start the targets have not been scraped yet."""
-        dead: dict[str, list[str]] = {}
-        for rule in alerts:
-            for selector in sorted(metric_selectors(rule["query"])):
-                if not await ctx.client.query(f"count({selector})"):
-                    dead.setdefault(str(rule["name"]), []).append(selector)
-        ctx.evidence["dead"] = dead
-        if dead:
-            lines = [f"{alert} (no series for {', '.join(names)})" for alert, names in dead.items()]
-            raise CheckFailed(f"{len(dead)} alert rule(s) can never fire: " + "; ".join(lines))
-        return dead
-
-    dead = await ctx.eventually(
-        none_dead, timeout=UP_TIMEOUT, interval=1.0, what="series for every alert rule"
+    started = time.monotonic()
+    rules = await _rules(ctx.client)
+    probe = SeriesProbe(ctx.client)
+    analysis = DeadRuleAnalysis(rules, probe, {opts.canary.alert} if opts.canary else set())
+    unparsed = [
+        {"rule": r.name, "group": r.group, "file": r.file, "error": analysis.analyses[r.key].error}
+        for r in rules if analysis.analyses[r.key].error
+    ]  # fmt: skip
+    hints = [
+        {"rule": r.name, "group": r.group, "file": r.file, "hint": h}
+        for r in analysis.alerts for h in analysis.analyses[r.key].hints
+    ]  # fmt: skip
+    selectors = analysis.selectors(rules)
+    summary: dict[str, Any] = {
+        "alert_rules": len(analysis.alerts),
+        "recording_rules": sum(r.type == "recording" for r in rules),
+        "firing_or_pending": sum(r.state in ("pending", "firing") for r in analysis.alerts),
+        "not_parsed": len(unparsed),
+        "selectors": len(selectors),
+    }
+    ctx.evidence.update(summary=summary, not_parsed=unparsed, never_fires=hints)
+    await analysis.measure(selectors)
+    passes = 1
+    if analysis.dead() and await _warming(ctx.client):
+        while analysis.dead() and time.monotonic() - started < UP_TIMEOUT:
+            await asyncio.sleep(1.0)
+            await analysis.measure([s for s in selectors if not analysis.exists.get(s)])
+            passes += 1
+    dead = analysis.dead()
+    await analysis.diagnose(list(dict.fromkeys(s for _, culprits in dead for s in culprits)))
+    entries, listing = _dead_report(dead, analysis, _twins(rules))
+    summary.update(
+        dead=len(dead),
+        selecting_nothing=sum(not analysis.exists.get(s) for s in selectors),
+        passes=passes,
+        queries=probe.queries,
+        query_s=round(probe.seconds, 3),
+        seconds=round(time.monotonic() - started, 3),
     )
-    ctx.evidence.update(alert_rules=len(alerts), dead=dead)
-    return f"{len(alerts)} alert rule(s), each reads metrics that have series"
+    ctx.evidence.update(dead=entries, not_asked=probe.refused)
+    notes = ""
+    if unparsed:
+        notes += f"; {len(unparsed)} rule(s) not parsed (evidence.not_parsed)"
+    if hints:
+        notes += f"; {len(hints)} count()==0 test(s) never fire (evidence.never_fires)"
+    if dead:
+        places = {(r.file, r.group) for r, _ in dead}
+        files = {r.file for r, _ in dead}
+        raise CheckFailed(
+            f"{len(dead)} of {len(analysis.alerts)} alert rule(s) can never fire, in "
+            f"{len(places)} group(s) of {len(files)} file(s): {listing}{notes}"
+        )
+    return (
+        f"{len(analysis.alerts)} alert rule(s) can fire: {len(selectors)} selector(s) checked in "
+        f"{probe.queries} quer(y/ies){notes}"
+    )
 
 
-@check(
-    "alerting-thresholds",
-    title="configured rule files pass `promtool check rules`",
-    name="promtool_check_rules",
-)
-async def check_promtool(ctx: CheckContext[PrometheusAPI]) -> str:
+# --- promtool --------------------------------------------------------------------------------
+
+
+@dataclass
+class PromtoolRun:
+    files: list[str]
+    code: int
+    output: str
+
+    @property
+    def lint(self) -> list[str]:
+        """promtool's lint findings (it exits 0 on them unless --lint-fatal)."""
+        lines = self.output.splitlines()
+        found = []
+        for i, line in enumerate(lines):
+            if line.startswith("lint error"):
+                detail = [x.strip() for x in lines[i + 1 : i + 4] if x.strip() and not x.startswith(("lint error", "Checking", "  SUCCESS", "  FAILED"))]  # fmt: skip
+                found.append(" ".join([line.strip(), *detail]))
+        return found
+
+
+async def _promtool(ctx: CheckContext[PrometheusAPI]) -> PromtoolRun:
     files = ctx.options.rule_files
     if not files:
         raise CheckSkipped("no options.rule_files configured")
@@ -315,6 +715,10 @@ async def check_promtool(ctx: CheckContext[PrometheusAPI]) -> str:
     if promtool is None:
         raise CheckSkipped("promtool is not installed (scripts/install-services prometheus)")
     paths = [str(p if Path(p).is_absolute() else ctx.stack.path.parent / p) for p in files]
+    ran = ctx.client.promtool_runs.get(tuple(paths))
+    if ran is not None:  # the other promtool check of this run read the same files
+        ctx.evidence.update(files=paths, promtool=ran.output.splitlines()[-8:], lint=ran.lint)
+        return ran
     proc = await asyncio.create_subprocess_exec(
         promtool,
         "check",
@@ -330,10 +734,39 @@ async def check_promtool(ctx: CheckContext[PrometheusAPI]) -> str:
 
     ctx.cleanup(stop, "stop promtool")
     output = (await proc.communicate())[0].decode(errors="replace").strip()
-    ctx.evidence.update(files=paths, promtool=output.splitlines()[-5:])
-    if proc.returncode != 0:
-        raise CheckFailed(f"promtool check rules failed: {' | '.join(output.splitlines()[-3:])}")
-    return f"promtool check rules: {len(paths)} file(s) OK"
+    run = PromtoolRun(paths, proc.returncode or 0, output)
+    ctx.client.promtool_runs[tuple(paths)] = run
+    ctx.evidence.update(files=paths, promtool=output.splitlines()[-8:], lint=run.lint)
+    return run
+
+
+@check(
+    "alerting-thresholds",
+    title="configured rule files pass `promtool check rules`",
+    name="promtool_check_rules",
+)
+async def check_promtool(ctx: CheckContext[PrometheusAPI]) -> str:
+    run = await _promtool(ctx)
+    if run.code != 0:
+        failed = [line.strip() for line in run.output.splitlines() if line.strip() and not line.startswith("Checking")]  # fmt: skip
+        raise CheckFailed(f"promtool check rules failed: {' | '.join(failed[-3:])}")
+    lint = f"; {len(run.lint)} lint finding(s) (see promtool_lint)" if run.lint else ""
+    return f"promtool check rules: {len(run.files)} file(s) valid{lint}"
+
+
+@check(
+    "alerting-thresholds",
+    title="configured rule files have no promtool lint findings (duplicate rules)",
+    severity="warning",
+    name="promtool_lint",
+)
+async def check_promtool_lint(ctx: CheckContext[PrometheusAPI]) -> str:
+    run = await _promtool(ctx)
+    if run.code != 0:
+        raise CheckSkipped("promtool check rules fails (see promtool_check_rules): no lint to read")
+    if run.lint:
+        raise CheckFailed(f"promtool reports {len(run.lint)} lint finding(s) (it still exits 0): {'; '.join(run.lint[:LISTED])}")  # fmt: skip
+    return f"promtool lint: {len(run.files)} file(s), no findings"
 
 
 @check(
