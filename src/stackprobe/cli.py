@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -25,20 +26,24 @@ from stackprobe.catalog import describe, known_kinds
 from stackprobe.clean import sweep
 from stackprobe.compose.commands import compose_app, discover_command
 from stackprobe.config import Stack
-from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError, StackprobeError
 from stackprobe.flow_commands import HELP as FLOW_HELP
 from stackprobe.flow_commands import flow_command
 from stackprobe.frontend import (
+    LOG_LINES,
     ConfigOpt,
     Format,
     SandboxOpt,
+    duration_option,
     err_console,
     execute,
+    say_wait,
+    stack_arg_of,
     stack_of,
     use_color,
     write_output,
 )
+from stackprobe.report import RENDERERS
 from stackprobe.report.matrix import (
     render_matrix_json,
     render_matrix_markdown,
@@ -51,6 +56,7 @@ from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Selection, 
 from stackprobe.sandbox.manager import Sandbox
 from stackprobe.state import state_dir
 from stackprobe.store import latest_result_path
+from stackprobe.wait import wait_stack
 
 EXIT_CODES = """Exit codes: 0 all passed (skips and warnings allowed); 1 a check failed or errored;
 2 usage or config error; 130 interrupted (after cleanups ran)."""
@@ -144,9 +150,29 @@ def run(
             metavar="PCT",
         ),
     ] = None,
+    wait: Annotated[
+        str | None,
+        typer.Option(
+            "--wait",
+            metavar="DURATION",
+            help="First wait up to DURATION (90s, 2m) for every service to pass its liveness "
+            "probe, saying what each waits for; a service still down gets its checks `error`.",
+        ),
+    ] = None,
+    log_lines: Annotated[
+        int,
+        typer.Option(
+            "--log-lines",
+            min=0,
+            metavar="N",
+            help="Last N lines of a failing service's log in the report (0: none).",
+        ),
+    ] = LOG_LINES,
 ) -> int:
     """Run the checks of the stack and report. Exit 0 all passed, 1 a check failed or errored (or coverage below --fail-under), 2 bad config or arguments, 130 interrupted."""
-    stack = stack_of(config, sandbox)
+    budget = duration_option("--wait", wait) if wait is not None else 0.0
+    waiting_since = time.monotonic()
+    stack = stack_of(config, sandbox, wait=budget)
     selection = Selection(
         services=tuple(service or ()),
         kinds=tuple(kind or ()),
@@ -158,8 +184,49 @@ def run(
     stack.require_secrets(list(plan.services))
     if not plan.items and not plan.skipped:
         raise ConfigError("nothing to run: the selection matches no check")
-    result = execute(plan, fmt, output, timeout=timeout, deadline=deadline, concurrency=concurrency)
+    left = budget - (time.monotonic() - waiting_since)  # what waiting for the sandbox left
+    result = execute(
+        plan,
+        fmt,
+        output,
+        stack_arg=stack_arg_of(config, sandbox),
+        log_lines=log_lines,
+        wait=max(left, 1.0) if budget else 0.0,
+        timeout=timeout,
+        deadline=deadline,
+        concurrency=concurrency,
+    )
     return _coverage_gate(result, fail_under, result.exit_code)
+
+
+@app.command("wait")
+def wait_command(
+    config: ConfigOpt = None,
+    sandbox: SandboxOpt = False,
+    timeout: Annotated[
+        str,
+        typer.Option("--timeout", metavar="DURATION", help="How long to wait (90s, 2m)."),
+    ] = "60s",
+    service: Annotated[
+        list[str] | None, typer.Option("--service", help="Only this service (repeatable).")
+    ] = None,
+) -> int:
+    """Wait until every service of the stack passes its liveness probe (for a script after `docker compose up`), saying what each waits for. Exit 0 all alive, 1 not all alive within --timeout, 2 bad config or arguments."""
+    budget = duration_option("--timeout", timeout)
+    started = time.monotonic()
+    stack = stack_of(config, sandbox, wait=budget)
+    names = list(make_plan(stack, Selection(services=tuple(service or ()))).services)
+    stack.require_secrets(names)
+    left = max(budget - (time.monotonic() - started), 1.0)
+    waited = asyncio.run(wait_stack(stack, names, left, on_wait=say_wait))
+    down = [w for w in waited.values() if not w.ready]
+    for w in down:
+        print(f"{w.service}: not ready after {w.waited_s:.0f} s: {w.cause}", file=sys.stderr)
+    print(
+        f"{len(waited) - len(down)} of {len(waited)} service(s) ready"
+        f" in {time.monotonic() - started:.1f} s"
+    )
+    return 1 if down else 0
 
 
 def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> int:
@@ -174,6 +241,27 @@ def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> in
 
 
 app.command("flow", help=FLOW_HELP)(flow_command)
+
+
+@app.command()
+def report(
+    result_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[RESULT.json]",
+            help="A saved run result (default: the latest in <state dir>/runs/).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.text,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
+    ] = None,
+) -> int:
+    """Render a saved run result in any report format, e.g. the HTML file of the run a CI job just made as JUnit. Exit 0 written, 2 no saved run or the file is not a run result."""
+    result = RunResult.load(result_file or latest_result_path())
+    write_output(RENDERERS[fmt.value](result, use_color(output)), output)
+    return 0
 
 
 class CoverageFormat(StrEnum):
@@ -266,13 +354,6 @@ def config_check(config: ConfigOpt = None, sandbox: SandboxOpt = False) -> int:
     return 0
 
 
-def _duration(option: str, text: str) -> timedelta:
-    try:
-        return timedelta(seconds=parse_duration(text))
-    except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
-
-
 @app.command()
 def clean(
     config: ConfigOpt = None,
@@ -287,7 +368,7 @@ def clean(
     """Remove what killed runs left behind: names with the stackprobe run prefix older than --older-than. Exit 0 done, 1 a service could not be cleaned, 2 bad config."""
     stack = stack_of(config, sandbox)
     stack.require_secrets(list(stack.services))
-    cutoff = datetime.now(UTC) - _duration("--older-than", older_than)
+    cutoff = datetime.now(UTC) - timedelta(seconds=duration_option("--older-than", older_than))
     problems = asyncio.run(_clean(stack, cutoff))
     return 1 if problems else 0
 
@@ -373,7 +454,7 @@ def serve(
     stack.require_secrets(list(stack.services))
     history = History(
         state_dir() / "monitor" / "history.sqlite",
-        _duration("--retention", retention).total_seconds(),
+        duration_option("--retention", retention),
     )
     monitor = Monitor(
         stack,

@@ -40,6 +40,16 @@ class ToxiproxyRef(BaseModel):
     proxy: str  # the proxy's name
 
 
+class LogsRef(BaseModel):
+    """Where a service's log is read when one of its checks fails: a file (relative to the
+    stack file) or a command whose output is the log (`journalctl -u redis -n 200`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str | None = None
+    command: list[str] | None = None
+
+
 class ServiceConfig(BaseModel):
     """One service of the stack, as written in the stack file (after interpolation)."""
 
@@ -62,6 +72,7 @@ class ServiceConfig(BaseModel):
     # the stack>/<compose service>` when the stack has several Compose files) and its proxy
     container: str | None = None
     toxiproxy: ToxiproxyRef | None = None
+    logs: LogsRef | None = None  # where its log is, when it is neither the sandbox's nor Docker's
 
 
 class StackConfig(BaseModel):

@@ -15,7 +15,7 @@ import typer
 
 from stackprobe.errors import ConfigError
 from stackprobe.flow import LOW_RATE, MAX_DURATION, MAX_RATE
-from stackprobe.frontend import ConfigOpt, Format, SandboxOpt, execute, stack_of
+from stackprobe.frontend import ConfigOpt, Format, SandboxOpt, execute, stack_arg_of, stack_of
 from stackprobe.runner import DEFAULT_DEADLINE, Selection, stack_plan
 from stackprobe.services.stack_flow import flow_spec
 
@@ -64,4 +64,4 @@ def flow_command(
     plan = stack_plan(stack, [spec], Selection(allow_disruption=allow_disruption, sandbox=sandbox))
     stack.require_secrets(list(stack.services))
     deadline = max(DEFAULT_DEADLINE, (spec.timeout or 0) + 60)
-    return execute(plan, fmt, output, deadline=deadline).exit_code
+    return execute(plan, fmt, output, stack_arg_of(config, sandbox), deadline=deadline).exit_code

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,11 +16,14 @@ import typer
 from rich.console import Console
 
 from stackprobe.config import Stack, find_stack_file
+from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError
 from stackprobe.loader import load_stack
 from stackprobe.progress import LiveProgress
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
+from stackprobe.report.ci import failures_by_service, step_summary
+from stackprobe.report.matrix import stack_arg_for
 from stackprobe.results import RunResult
 from stackprobe.runner import Plan, Runner
 from stackprobe.sandbox.manager import Sandbox
@@ -42,14 +46,42 @@ SandboxOpt = Annotated[
 ]
 
 
-def stack_of(config: str | None, sandbox: bool) -> Stack:
+def stack_of(config: str | None, sandbox: bool, wait: float = 0.0) -> Stack:
+    """The stack the user named; with `wait` seconds, a sandbox still starting is waited for."""
     if sandbox and config:
         raise ConfigError("--sandbox and -c/--config cannot be combined: pick one stack")
-    path = Sandbox().require_running() if sandbox else find_stack_file(config)
+    path = _sandbox_stack(wait) if sandbox else find_stack_file(config)
     stack = load_stack(path)
     for warning in stack.warnings:
         err_console().print(f"warning: {warning}", markup=False)
     return stack
+
+
+def _sandbox_stack(wait: float) -> Path:
+    box = Sandbox()
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            return box.require_running()
+        except ConfigError:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                say_wait("sandbox", f"waiting: no sandbox running in {box.root} yet")
+                said = True
+            time.sleep(0.25)
+
+
+def duration_option(option: str, text: str) -> float:
+    """Seconds of a duration option (90s, 2m, 1h); one clear line when it is not one."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+LOG_LINES = 50  # the last lines of a failing service's log in the report (--log-lines)
 
 
 class Format(StrEnum):
@@ -87,15 +119,31 @@ def save_run(result: RunResult) -> Path:
         return state_dir() / "runs" / f"{result.run_id}.json"
 
 
-def execute(plan: Plan, fmt: Format, output: Path | None, **runner: Any) -> RunResult:
+def execute(
+    plan: Plan,
+    fmt: Format,
+    output: Path | None,
+    stack_arg: str | None = None,
+    log_lines: int = LOG_LINES,
+    **runner: Any,
+) -> RunResult:
     """Run a plan with live progress, save its result, write the report (redacted), and say
-    the summary on stderr when the report is not the text on a terminal. The caller turns
-    `result.exit_code` into the command's exit code."""
+    the summary on stderr when the report is not the text on a terminal. In CI, append the
+    verdict and failures to $GITHUB_STEP_SUMMARY, and end the text report with the failures
+    grouped per service with a rerun command. The caller turns `result.exit_code` into the
+    command's exit code."""
     with LiveProgress(enabled=sys.stderr.isatty()) as progress:
-        result = asyncio.run(Runner(plan, progress=progress, **runner).run())
+        runner.setdefault("on_wait", say_wait)
+        result = asyncio.run(Runner(plan, progress=progress, log_lines=log_lines, **runner).run())
     saved = save_run(result)
+    stack_arg = stack_arg or stack_arg_for(result)
+    redactor = Redactor(plan.stack.secrets())
     document = RENDERERS[fmt.value](result, use_color(output))
-    write_output(Redactor(plan.stack.secrets()).text(document), output)
+    if fmt is Format.text and os.environ.get("CI") == "true" and not sys.stderr.isatty():
+        document += failures_by_service(result, stack_arg)
+    write_output(redactor.text(document), output)
+    if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+        _append(Path(summary), redactor.text(step_summary(result, stack_arg)))
     if output is not None or fmt is not Format.text:
         s = result.summary
         err_console().print(
@@ -104,3 +152,25 @@ def execute(plan: Plan, fmt: Format, output: Path | None, **runner: Any) -> RunR
             markup=False,
         )
     return result
+
+
+def say_wait(service: str, what: str) -> None:
+    err_console().print(f"wait: {service}: {what}", markup=False)
+
+
+def _append(path: Path, text: str) -> None:
+    """Add to a CI summary file; a summary that cannot be written is a warning."""
+    try:
+        with path.open("a", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        err_console().print(
+            f"warning: cannot append to {path}: {exc.strerror or exc}", markup=False
+        )
+
+
+def stack_arg_of(config: str | None, sandbox: bool) -> str:
+    """How a rerun command names the stack the user gave."""
+    if sandbox:
+        return "--sandbox"
+    return f"-c {config}" if config else ""

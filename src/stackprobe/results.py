@@ -36,11 +36,22 @@ class CheckResult(BaseModel):
         return self.outcome is Outcome.FAILED and self.severity is Severity.ERROR
 
 
+class LogTail(BaseModel):
+    """The last lines of a service's log, kept with a run where one of its checks failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str  # where they come from: "sandbox log <path>", "docker logs <container>", ...
+    lines: list[str]
+
+
 class ServiceInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str
     version: str | None = None
+    waited_s: float | None = None  # `run --wait`: how long until it was alive
+    logs: LogTail | None = None
 
 
 class Summary(BaseModel):

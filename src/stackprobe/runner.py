@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,14 +27,17 @@ from stackprobe.explain import explain, one_line
 from stackprobe.ids import new_run_id, service_namespace
 from stackprobe.kinds import Kind
 from stackprobe.loader import STACK_KIND, typed_of, with_stack_service
+from stackprobe.logs import tail_of
 from stackprobe.redact import Redactor
-from stackprobe.results import CheckResult, RunResult
+from stackprobe.results import CheckResult, LogTail, RunResult
 from stackprobe.sandbox.manager import Sandbox
+from stackprobe.wait import wait_ready
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_DEADLINE = 300.0
 DEFAULT_CONCURRENCY = 16
 CLEANUP_TIMEOUT = 5.0
+LOG_TIMEOUT = 10.0  # reading a failing service's log for the report
 
 
 @dataclass(frozen=True)
@@ -212,11 +215,15 @@ class Runner:
     services: Services | None = None  # open services to use (the monitor keeps its own)
     liveness_timeout: float = LIVENESS_TIMEOUT
     processes: ProcessControl | None = None  # default: the sandbox's, when the plan is on it
+    wait: float = 0.0  # seconds to wait for every service to be alive before the checks
+    on_wait: Callable[[str, str], None] | None = None  # (service, what it waits for)
+    log_lines: int = 0  # the last lines of a failing service's log in the result (0: none)
     _stop_reason: str | None = None
     _results: dict[int, CheckResult] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
     _connect_errors: dict[str, str] = field(default_factory=dict)
     _versions: dict[str, str | None] = field(default_factory=dict)
+    _waited: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._redactor = Redactor(self.plan.stack.secrets())
@@ -259,7 +266,7 @@ class Runner:
                 )
         results = [self._results[i] for i in range(len(self.plan.items))]
         results += [self._skipped(item, reason) for item, reason in self.plan.skipped]
-        return run_result(
+        result = run_result(
             run_id=self.run_id,
             stack=self.plan.stack.name,
             started_at=started_at.isoformat(timespec="seconds"),
@@ -269,6 +276,36 @@ class Runner:
             results=results,
             interrupted=interrupted,
         )
+        for name, waited in self._waited.items():
+            result.services[name].waited_s = waited
+        if self.log_lines > 0 and not interrupted:
+            await self._attach_logs(result)
+        return result
+
+    async def _attach_logs(self, result: RunResult) -> None:
+        """The last lines of the log of every service with a failed or errored check."""
+        failing = sorted(
+            {
+                r.service
+                for r in result.results
+                if r.counts_as_failure or r.outcome is Outcome.FAILED
+            }
+        )
+        sandbox = self.processes if isinstance(self.processes, Sandbox) else None
+
+        async def one(name: str) -> None:
+            try:
+                async with asyncio.timeout(LOG_TIMEOUT):
+                    tail = await tail_of(self.plan.stack, name, self.log_lines, sandbox)
+            except TimeoutError:
+                tail = LogTail(source="unavailable", lines=[f"no log within {LOG_TIMEOUT:g} s"])
+            if tail is not None:
+                result.services[name].logs = LogTail(
+                    source=self._redactor.text(tail.source),
+                    lines=[self._redactor.text(line) for line in tail.lines],
+                )
+
+        await asyncio.gather(*(one(n) for n in failing if n in result.services))
 
     def _stop(self, phases: asyncio.Task[None], reason: str) -> None:
         if self._stop_reason is None:
@@ -286,7 +323,11 @@ class Runner:
                 self.services = await exits.enter_async_context(
                     Services(self.plan.stack, self._kinds, run_id=self.run_id)
                 )
-            await asyncio.gather(*(self._connect(name) for name in self.plan.services))
+            if self.wait > 0:
+                await self._wait_ready()
+            await asyncio.gather(
+                *(self._connect(n) for n in self.plan.services if n not in self._connect_errors)
+            )
             items = list(enumerate(self.plan.items))
             ordinary = [(i, it) for i, it in items if not it.spec.disruptive]
             tasks = [
@@ -304,6 +345,18 @@ class Runner:
             except asyncio.CancelledError:
                 await asyncio.gather(*tasks, return_exceptions=True)  # their cleanups run
                 raise
+
+    async def _wait_ready(self) -> None:
+        """`--wait`: every service's liveness until it passes; a service still not alive when
+        the wait ends gets every check `error` saying so, with what it last answered."""
+        assert self.services is not None
+        waited = await wait_ready(self.services, list(self.plan.services), self.wait, self.on_wait)
+        for name, w in waited.items():
+            self._waited[name] = w.waited_s
+            if not w.ready:
+                self._connect_errors[name] = self._redactor.text(
+                    f"not ready after {w.waited_s:.0f} s: {w.cause}"
+                )
 
     async def _connect(self, name: str) -> None:
         """Open the service and probe its liveness once: a service that cannot be opened, does

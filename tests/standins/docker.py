@@ -32,6 +32,11 @@ Like the real engine it listens on a unix socket and serves every path with or w
   "Container <id> is not paused".
 - `POST /containers/<id>/start` → 204, 304 when already running; health restarts at
   "starting" as after a restart.
+- `GET /containers/<id>/logs?stdout=1&stderr=1&tail=N` → 200, the last N lines the container
+  printed (`log`: (stream, line) pairs, 1 stdout 2 stderr). Without a TTY the body is the
+  multiplexed stream: per line an 8-byte header [stream, 0, 0, 0, size (uint32 big-endian)]
+  and the bytes, content type `application/vnd.docker.multiplexed-stream` (API ≥ 1.42); with
+  `tty` the raw bytes, `application/vnd.docker.raw-stream`.
 - `POST /containers/<id>/restart?t=` → 204; RestartCount is not changed by a manual restart
   (source: it counts restarts by the restart policy), health goes back to "starting" for
   `starting_polls` inspections, then "healthy". A restart keeps the container's writable layer
@@ -82,6 +87,8 @@ class Container:
     layer: dict[str, str] = field(default_factory=dict)
     restarts_seen: int = 0
     exit_code: int = 1  # after it stopped (1: the state a test set by hand)
+    log: list[tuple[int, str]] = field(default_factory=list)  # (stream 1|2, line) printed
+    tty: bool = False
 
     @property
     def name(self) -> str:
@@ -165,7 +172,7 @@ class DockerStandin:
         if method == "GET" and path == "/containers/json":
             return 200, self._list(query), "application/json"
         if match := re.fullmatch(
-            r"/containers/([^/]+)/(json|exec|restart|stop|kill|pause|unpause|start)", path
+            r"/containers/([^/]+)/(json|logs|exec|restart|stop|kill|pause|unpause|start)", path
         ):
             container = self.find(match[1])
             if container is None:
@@ -173,6 +180,8 @@ class DockerStandin:
             action = match[2]
             if action == "json" and method == "GET":
                 return 200, self._inspect(container), "application/json"
+            if action == "logs" and method == "GET":
+                return self._logs(container, query)
             if action == "exec" and method == "POST":
                 if container.state != "running":
                     return (
@@ -212,6 +221,23 @@ class DockerStandin:
             {"message": f"page not found: {method} {path} (docker stand-in)"},
             "application/json",
         )
+
+    @staticmethod
+    def _logs(c: Container, query: dict[str, str]) -> tuple[int, Any, str]:
+        wanted = {s for s, key in ((1, "stdout"), (2, "stderr")) if query.get(key) in ("1", "true")}
+        lines = [(s, line) for s, line in c.log if s in wanted]
+        tail = query.get("tail", "all")
+        if tail != "all":
+            lines = lines[-int(tail) :] if int(tail) > 0 else []
+        if c.tty:
+            raw = b"".join(line.encode() + b"\n" for _, line in lines)
+            return 200, raw, "application/vnd.docker.raw-stream"
+        body = b"".join(
+            bytes([s, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+            for s, line in lines
+            for data in [line.encode() + b"\n"]
+        )
+        return 200, body, "application/vnd.docker.multiplexed-stream"
 
     def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
         wanted = json.loads(query.get("filters") or "{}").get("label", [])
@@ -355,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         status, payload, content_type = self.server.engine.handle(self.command, self.path, body)
-        data = b"" if payload is None else (
+        data = b"" if payload is None else payload if isinstance(payload, bytes) else (
             payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         )  # fmt: skip
         self.send_response(status)

@@ -17,7 +17,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "kinds": ("kinds", "services", "compose", "resilience", "flow", "flow_probe"),  # compose: the compose kind's library
     "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover", "resilience.restore",
-               "report", "sandbox", "testing", "progress"),
+               "report", "sandbox", "testing", "progress", "wait", "logs"),
     "front": ("cli", "frontend", "pytest_plugin", "monitor", "compose.commands", "resilience.commands", "flow_commands", "__main__", "__init__"),
 }  # fmt: skip
 ORDER = list(LAYERS)

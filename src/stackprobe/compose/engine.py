@@ -145,6 +145,26 @@ class DockerEngine:
         """Start a stopped container; 304 (already started) is fine."""
         await self._call("POST", f"/containers/{quote(container)}/start")
 
+    async def logs(self, container: str, tail: int) -> list[str]:
+        """The container's last `tail` log lines (stdout and stderr). Without a TTY the engine
+        multiplexes the two streams in frames behind an 8-byte header (stream 1 or 2, three
+        zero bytes, size big-endian); with one it sends the bytes raw. The content type says
+        which only since API 1.42, so the header's shape is what decides."""
+        answer = await self._call(
+            "GET",
+            f"/containers/{quote(container)}/logs",
+            params={"stdout": "1", "stderr": "1", "tail": str(tail)},
+        )
+        data = answer.content
+        if data[:1] in (b"\x01", b"\x02") and data[1:4] == b"\x00\x00\x00":
+            frames = bytearray()
+            while len(data) >= 8:
+                size = int.from_bytes(data[4:8], "big")
+                frames += data[8 : 8 + size]
+                data = data[8 + size :]
+            data = bytes(frames)
+        return data.decode("utf-8", "replace").splitlines()[-tail:]
+
     async def exec(self, container: str, cmd: list[str], timeout: float = 10.0) -> ExecResult:
         """Run a command in a container; its exit code, or None when the command is missing."""
         started = time.monotonic()

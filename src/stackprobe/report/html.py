@@ -255,6 +255,13 @@ def _failures(result: RunResult, stack_arg: str) -> list[str]:
             f"{escape(r.service)} --capability {escape(r.capability)}</code></p>",
             "</div>",
         ]
+    for name, info in result.services.items():
+        if info.logs is not None:
+            out.append(
+                f'<details class="log"><summary>last {len(info.logs.lines)} lines of the log of '
+                f"<b>{escape(name)}</b> ({escape(info.logs.source)})</summary>"
+                f"<pre>{escape(chr(10).join(info.logs.lines))}</pre></details>"
+            )
     out.append("</section>")
     return out
 

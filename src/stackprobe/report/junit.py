@@ -10,6 +10,14 @@ from stackprobe.report.hops import hop_lines
 from stackprobe.results import RunResult
 
 
+def _log(case: ET.Element, result: RunResult, service: str) -> None:
+    """The service's log tail, where CI shows a test's output."""
+    info = result.services.get(service)
+    if info is not None and info.logs is not None:
+        out = ET.SubElement(case, "system-out")
+        out.text = f"log of {service} ({info.logs.source}):\n" + "\n".join(info.logs.lines)
+
+
 def render_junit(result: RunResult, color: bool = False) -> str:
     del color
     s = result.summary
@@ -39,9 +47,11 @@ def render_junit(result: RunResult, color: bool = False) -> str:
             tag = "failure"
             node = ET.SubElement(case, tag, message=r.message, type=f"{r.severity.value}")
             node.text = f"{r.message}\n\nevidence:\n{evidence}"
+            _log(case, result, r.service)
         elif r.outcome is Outcome.ERROR:
             node = ET.SubElement(case, "error", message=r.message, type="error")
             node.text = f"{r.message}\n\nevidence:\n{evidence}"
+            _log(case, result, r.service)
         elif r.outcome is Outcome.SKIPPED:
             ET.SubElement(case, "skipped", message=r.message)
         else:

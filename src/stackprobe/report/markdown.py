@@ -70,6 +70,19 @@ def render_markdown(result: RunResult, color: bool = False) -> str:
                 "",
             ]
         lines += ["</details>", ""]
+    for name, info in result.services.items():
+        if info.logs is not None:
+            lines += [
+                f"<details><summary>Last {len(info.logs.lines)} lines of the log of {md_escape(name)} "
+                f"({md_escape(info.logs.source)})</summary>",
+                "",
+                "```",
+                *(line.replace("```", "` ` `") for line in info.logs.lines),
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
     for r in (r for r in result.results if hop_rows(r)):
         lines += [f"### Hops of `{r.check}`", "", "| hop | service | status | latency | message |",
                   "|---|---|---|---:|---|"]  # fmt: skip

@@ -67,7 +67,8 @@ def build(result: RunResult) -> Group:
         version = f" {info.version}" if info and info.version else ""
         caps = cov.capabilities if cov else {}
         covered = sum(1 for v in caps.values() if v == "passed")
-        title = f"{service} ({kind}{version}) · coverage {cov.percent if cov else 0:g}% ({covered}/{len(caps)})"
+        waited = f" · waited {info.waited_s:.1f} s" if info and info.waited_s is not None else ""
+        title = f"{service} ({kind}{version}) · coverage {cov.percent if cov else 0:g}% ({covered}/{len(caps)}){waited}"
         table = Table(
             title=title, title_justify="left", title_style="bold", expand=False, width=WIDTH
         )
@@ -80,6 +81,15 @@ def build(result: RunResult) -> Group:
             table.add_row(Text(r.check), outcome_text(r), f"{r.duration_s:.2f}s", Text(r.message))
         parts.append(table)
         parts += [hop_table(r) for r in rows if hop_rows(r)]
+        if info is not None and info.logs is not None:
+            logs = info.logs
+            parts.append(
+                Text(
+                    f"last {len(logs.lines)} lines of the log of {service} ({logs.source}):",
+                    style="bold",
+                )
+            )
+            parts.append(Text("\n".join(f"  {line}" for line in logs.lines)))
     parts += text_parts(result)
     s = result.summary
     status = "interrupted" if result.interrupted else ("FAILED" if result.exit_code else "OK")

@@ -20,7 +20,15 @@ import typer
 from stackprobe.check import CheckSkipped, CheckSpec
 from stackprobe.config import Stack
 from stackprobe.errors import ConfigError
-from stackprobe.frontend import ConfigOpt, Format, SandboxOpt, err_console, execute, stack_of
+from stackprobe.frontend import (
+    ConfigOpt,
+    Format,
+    SandboxOpt,
+    err_console,
+    execute,
+    stack_arg_of,
+    stack_of,
+)
 from stackprobe.loader import with_stack_service
 from stackprobe.resilience.builtin import builtin
 from stackprobe.resilience.model import Scenario, disrupted, load_scenario
@@ -98,7 +106,13 @@ def run_scenarios(
     plan = stack_plan(
         stack, [_spec(s) for s in chosen], Selection(allow_disruption=True, sandbox=sandbox)
     )
-    return execute(plan, fmt, output, deadline=sum(check_timeout(s) for s in chosen) + 60).exit_code
+    return execute(
+        plan,
+        fmt,
+        output,
+        stack_arg_of(config, sandbox),
+        deadline=sum(check_timeout(s) for s in chosen) + 60,
+    ).exit_code
 
 
 @scenario_app.command("restore")

@@ -15,7 +15,6 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from stackprobe.compose.engine import service_of
 from stackprobe.config import Stack
 from stackprobe.connect import open_service
 from stackprobe.explain import explain
@@ -23,7 +22,7 @@ from stackprobe.ids import PREFIX
 from stackprobe.resilience.faults.toxiproxy import Toxiproxy
 from stackprobe.resilience.journal import close, unfinished
 from stackprobe.sandbox.manager import Sandbox
-from stackprobe.services.compose import KIND as COMPOSE
+from stackprobe.services.compose import container_id, container_of
 
 
 async def restore(
@@ -74,32 +73,29 @@ async def _containers(
     stack: Stack, faults: list[dict[str, str]], say: Callable[[str], None]
 ) -> list[str]:
     problems: list[str] = []
-    composes = [n for n, s in stack.services.items() if s.kind == COMPOSE.name]
     for fault in faults:
-        svc = stack.services.get(fault.get("service", ""))
-        if svc is None or svc.container is None:
+        service = fault.get("service", "")
+        ref = container_of(stack, service) if service in stack.services else None
+        if ref is None:
             continue
-        stack_compose, _, compose_service = svc.container.rpartition("/")
-        name = stack_compose or (composes[0] if composes else "")
-        if name not in composes:
-            continue
+        name, compose_service = ref
         try:
             async with open_service(stack, name) as opened:
                 engine = opened.client.engine
                 if engine is None:
                     problems.append(
-                        f"{fault['service']}: no Docker engine reachable to repair {compose_service}"
+                        f"{service}: no Docker engine reachable to repair {compose_service}"
                     )
                     continue
-                for found in await engine.containers(opened.client.project):
-                    if service_of(found) != compose_service:
-                        continue
-                    if fault.get("action") == "freeze":
-                        await engine.unpause(str(found["Id"]))
-                        say(f"{fault['service']}: container {compose_service} unpaused")
-                    else:
-                        await engine.start(str(found["Id"]))
-                        say(f"{fault['service']}: container {compose_service} started")
+                found = await container_id(opened.client, compose_service)
+                if found is None:
+                    continue
+                if fault.get("action") == "freeze":
+                    await engine.unpause(found)
+                    say(f"{service}: container {compose_service} unpaused")
+                else:
+                    await engine.start(found)
+                    say(f"{service}: container {compose_service} started")
         except Exception as exc:  # noqa: BLE001 - reported, the other repairs still run
-            problems.append(f"{fault['service']}: {explain(exc)}")
+            problems.append(f"{service}: {explain(exc)}")
     return problems

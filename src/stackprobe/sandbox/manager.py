@@ -156,6 +156,7 @@ class Sandbox:
             first = missing[0]
             raise MissingBinaryError(f"{first.binary} is not installed: run {first.install}")
         ports = self._ports()
+        self._write_stack(ports)  # now: a `run --sandbox --wait` started with `up` waits on it
         started: set[str] = set()
         for comp in self.components:
             layout = self.layout(comp, ports)

@@ -42,7 +42,7 @@ from stackprobe.compose.images import data_dirs, profile
 from stackprobe.compose.lifecycle import one_shot
 from stackprobe.compose.lint import ERROR, Finding, LintReport, format_order, lint
 from stackprobe.compose.model import ComposeFile, Service, load_compose
-from stackprobe.config import ServiceConfig
+from stackprobe.config import ServiceConfig, Stack
 from stackprobe.errors import ConfigError
 from stackprobe.kinds import Kind, Target
 
@@ -164,6 +164,29 @@ KIND = ComposeKind(
     liveness=_liveness,
 )
 check = KIND.check
+
+
+def container_of(stack: Stack, service: str) -> tuple[str, str] | None:
+    """(the stack's compose service, the Compose service) whose container runs `service`, from
+    its `container:`: `<compose stack service>/<Compose service>`, or the Compose service alone
+    when the stack has exactly one compose service. None when it names no such thing."""
+    ref = stack.service(service).container
+    composes = [n for n, s in stack.services.items() if s.kind == KIND.name]
+    if ref is None or not composes:
+        return None
+    stack_compose, _, compose_service = ref.rpartition("/")
+    name = stack_compose or (composes[0] if len(composes) == 1 else "")
+    return (name, compose_service) if name in composes else None
+
+
+async def container_id(client: ComposeClient, compose_service: str) -> str | None:
+    """The id of the project's container of `compose_service`, or None (no engine, none)."""
+    if client.engine is None:
+        return None
+    for found in await client.engine.containers(client.project):
+        if service_of(found) == compose_service:
+            return str(found["Id"])
+    return None
 
 
 # --- static: the lint rules, per capability -------------------------------------------------

@@ -13,10 +13,9 @@ import asyncio
 import time
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.compose.engine import DockerEngine, service_of
+from stackprobe.compose.engine import DockerEngine
 from stackprobe.resilience.model import Fault
-from stackprobe.services.compose import KIND as COMPOSE
-from stackprobe.services.compose import ComposeClient
+from stackprobe.services.compose import ComposeClient, container_id, container_of
 
 START_TIMEOUT = 60.0
 
@@ -47,28 +46,23 @@ class DockerInjector:
 
 async def _container(ctx: CheckContext[object], service: str) -> tuple[ComposeClient, str, str]:
     """(the compose client, the container id, the Compose service) that runs `service`."""
-    ref = ctx.stack.service(service).container
-    composes = [n for n, s in ctx.stack.services.items() if s.kind == COMPOSE.name]
-    if ref is None or not composes:
+    ref = container_of(ctx.stack, service)
+    if ref is None:
         raise CheckSkipped(
-            f"{service}: docker faults need `container:` on the service and a compose service "
-            "in the stack (its project and engine)"
+            f"{service}: docker faults need `container:` on the service naming a Compose "
+            "service, and a compose service in the stack (its project and engine); with several "
+            "compose services, `container: <compose>/<service>`"
         )
-    stack_compose, _, compose_service = ref.rpartition("/")
-    name = stack_compose or (composes[0] if len(composes) == 1 else "")
-    if name not in composes:
-        raise CheckSkipped(
-            f"{service}: container {ref!r}: name the compose service as <compose>/{ref}"
-        )
+    name, compose_service = ref
     client: ComposeClient = await ctx.open(name)
     if client.engine is None:
         raise CheckSkipped(f"no Docker engine reachable: {client.engine_problem}")
-    for found in await client.engine.containers(client.project):
-        if service_of(found) == compose_service:
-            return client, str(found["Id"]), compose_service
-    raise CheckSkipped(
-        f"{service}: no container of Compose service {compose_service!r} in project {client.project!r}"
-    )
+    found = await container_id(client, compose_service)
+    if found is None:
+        raise CheckSkipped(
+            f"{service}: no container of Compose service {compose_service!r} in project {client.project!r}"
+        )
+    return client, found, compose_service
 
 
 async def _running(engine: DockerEngine, container: str) -> float:
