@@ -33,6 +33,7 @@ from stackprobe.frontend import (
     LOG_LINES,
     ConfigOpt,
     Format,
+    OutputOpt,
     SandboxOpt,
     duration_option,
     err_console,
@@ -117,9 +118,7 @@ def run(
         list[str] | None, typer.Option("--capability", help="Only this capability (repeatable).")
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.text,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
-    ] = None,
+    output: OutputOpt = None,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -243,20 +242,21 @@ def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> in
 app.command("flow", help=FLOW_HELP)(flow_command)
 
 
+ResultArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="[RESULT.json]",
+        help="A saved run result (default: the latest in <state dir>/runs/).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def report(
-    result_file: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="[RESULT.json]",
-            help="A saved run result (default: the latest in <state dir>/runs/).",
-            show_default=False,
-        ),
-    ] = None,
+    result_file: ResultArg = None,
     fmt: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.text,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
-    ] = None,
+    output: OutputOpt = None,
 ) -> int:
     """Render a saved run result in any report format, e.g. the HTML file of the run a CI job just made as JUnit. Exit 0 written, 2 no saved run or the file is not a run result."""
     result = RunResult.load(result_file or latest_result_path())
@@ -272,14 +272,7 @@ class CoverageFormat(StrEnum):
 
 @app.command()
 def coverage(
-    result_file: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="[RESULT.json]",
-            help="A saved run result (default: the latest in <state dir>/runs/).",
-            show_default=False,
-        ),
-    ] = None,
+    result_file: ResultArg = None,
     config: Annotated[
         str | None,
         typer.Option("-c", "--config", help="Stack file to name in the suggested commands."),

@@ -8,14 +8,21 @@ front-end helpers (stackprobe.frontend) as `run`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from stackprobe.errors import ConfigError
 from stackprobe.flow import LOW_RATE, MAX_DURATION, MAX_RATE
-from stackprobe.frontend import ConfigOpt, Format, SandboxOpt, execute, stack_arg_of, stack_of
+from stackprobe.frontend import (
+    ConfigOpt,
+    Format,
+    OutputOpt,
+    SandboxOpt,
+    execute,
+    stack_arg_of,
+    stack_of,
+)
 from stackprobe.runner import DEFAULT_DEADLINE, Selection, stack_plan
 from stackprobe.services.stack_flow import flow_spec
 
@@ -38,9 +45,7 @@ def flow_command(
     config: ConfigOpt = None,
     sandbox: SandboxOpt = False,
     fmt: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.text,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
-    ] = None,
+    output: OutputOpt = None,
     rate: Annotated[
         float | None,
         typer.Option("--rate", min=0.1, max=MAX_RATE, help="Flows per second (with --duration)."),

@@ -44,6 +44,9 @@ ConfigOpt = Annotated[
 SandboxOpt = Annotated[
     bool, typer.Option("--sandbox", help="Use the running sandbox's stack file.")
 ]
+OutputOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
+]
 
 
 def stack_of(config: str | None, sandbox: bool, wait: float = 0.0) -> Stack:

@@ -122,9 +122,10 @@ def test_wait_refuses_a_duration_without_unit(cli: CliRunner, tmp_path: Path) ->
 
 
 @pytest.fixture
-def secret_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A Redis of this test's own with a password, logging to a file, where SET is denied
-    (so checks that write fail) and the password was written into its log by Redis itself."""
+def secret_redis(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(stack file, log) of a Redis of this test's own with a password, logging to a file
+    the stack file names in `logs:` (relative to it), where SET is denied (so checks that
+    write fail) and the password was written into its log by Redis itself."""
     need_binary("redis-server", "scripts/install-services redis")
     port = free_port()
     log = tmp_path / "redis.log"
@@ -144,7 +145,11 @@ def secret_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
                 time.sleep(0.05)
         client.execute_command("DEBUG", "LOG", f"app connected with password {SECRET}")
         client.execute_command("ACL", "SETUSER", "default", "-set")
-        yield port, log
+        stack = write(tmp_path, {"cache": {
+            "kind": "redis", "url": f"redis://:{SECRET}@127.0.0.1:{port}/0",
+            "logs": {"file": "redis.log"},
+        }})  # fmt: skip
+        yield stack, log
     finally:
         client.close()
         proc.terminate()
@@ -152,13 +157,9 @@ def secret_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 def test_a_failing_check_shows_the_log_in_every_format_with_the_secret_redacted(
-    cli: CliRunner, tmp_path: Path, secret_redis: tuple[int, Path]
+    cli: CliRunner, tmp_path: Path, secret_redis: tuple[Path, Path]
 ) -> None:
-    port, log = secret_redis
-    stack = write(tmp_path, {"cache": {
-        "kind": "redis", "url": f"redis://:{SECRET}@127.0.0.1:{port}/0",
-        "logs": {"file": "redis.log"},  # relative to the stack file
-    }})  # fmt: skip
+    stack, log = secret_redis
     summary = tmp_path / "summary.md"
     for fmt in FORMATS:
         run = cli("run", "-c", str(stack), "--format", fmt, "-o", f"report.{fmt}",
@@ -193,13 +194,9 @@ def test_a_failing_check_shows_the_log_in_every_format_with_the_secret_redacted(
 
 
 def test_ci_text_output_ends_with_failures_per_service_and_rerun_commands(
-    cli: CliRunner, tmp_path: Path, secret_redis: tuple[int, Path]
+    cli: CliRunner, secret_redis: tuple[Path, Path]
 ) -> None:
-    port, _ = secret_redis
-    stack = write(tmp_path, {"cache": {
-        "kind": "redis", "url": f"redis://:{SECRET}@127.0.0.1:{port}/0",
-        "logs": {"file": "redis.log"},
-    }})  # fmt: skip
+    stack, _ = secret_redis
     run = cli("run", "-c", str(stack), "--log-lines", "3", CI="true")
     assert run.code == 1
     tail = run.stdout[run.stdout.index("failures by service (") :]

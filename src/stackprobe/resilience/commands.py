@@ -23,6 +23,7 @@ from stackprobe.errors import ConfigError
 from stackprobe.frontend import (
     ConfigOpt,
     Format,
+    OutputOpt,
     SandboxOpt,
     err_console,
     execute,
@@ -89,9 +90,7 @@ def run_scenarios(
         ),
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.text,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the report here.")
-    ] = None,
+    output: OutputOpt = None,
 ) -> int:
     """Run scenarios and report time to detect, time to recover and acknowledged writes lost, with their timeline. Needs --allow-disruption; a stack that is not the sandbox needs `disruption: allowed` on every service a scenario breaks. Exit 0 passed, 1 a scenario failed its tolerances or could not run, 2 bad arguments or config, 130 interrupted (after the rollbacks ran)."""
     chosen = _chosen(name, file, run_all)
