@@ -28,6 +28,7 @@ from stackprobe.compose.commands import compose_app, discover_command
 from stackprobe.config import Stack, find_stack_file
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError, StackprobeError
+from stackprobe.load.commands import load_command, load_worker_command
 from stackprobe.loader import load_stack
 from stackprobe.progress import LiveProgress
 from stackprobe.redact import Redactor
@@ -64,6 +65,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(compose_app, name="compose")
 app.command("discover")(discover_command)
+app.command("load")(load_command)
+app.command("load-worker")(load_worker_command)
 
 _debug = False
 

@@ -15,10 +15,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "errors", "durations", "state", "redact", "ids", "urls", "config", "explain", "http",
         "otlp", "dns", "check", "httpserver",
     ),
-    "kinds": ("kinds", "services", "compose"),  # the compose library the compose kind uses
+    "kinds": ("kinds", "services", "compose", "load"),  # the compose library, the load engine
     "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover",
                "report", "sandbox", "testing", "progress"),
-    "front": ("cli", "pytest_plugin", "monitor", "compose.commands", "__main__", "__init__"),
+    "front": ("cli", "pytest_plugin", "monitor", "compose.commands", "load.commands", "load.locust",
+              "__main__", "__init__"),
 }  # fmt: skip
 ORDER = list(LAYERS)
 

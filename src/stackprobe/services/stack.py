@@ -67,8 +67,8 @@ KIND: Kind[StackView] = Kind(
     name=KIND_NAME,
     description="The stack as a whole: service health, dependencies, failover, recovery, e2e flow, load",
     # DESIGN's stack capabilities, each declared with the checks that prove it (failover,
-    # recovery, e2e-flow and load come with the resilience, flow and load work)
-    capabilities=("service-health", "dependencies"),
+    # recovery and e2e-flow come with the resilience and flow work; load: services/stack_load)
+    capabilities=("service-health", "dependencies", "load"),
     connect=_connect,
     url_required=False,
     options_model=StackOptions,

@@ -1,0 +1,391 @@
+"""The CLI verbs `stackprobe load SERVICE` and `stackprobe load-worker`.
+
+`load` builds one stack-level check from its options (`services/stack_load.load_spec`) and
+runs it through the runner (`stack_plan` + `Runner`), so the report formats, the saved run
+result, coverage (`stack` / `load`), redaction, exit codes and Ctrl-C cleanups are those of
+`stackprobe run`. Errors are ConfigError (one line, exit 2), printed by the CLI's entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stackprobe.config import Stack, find_stack_file
+from stackprobe.durations import parse_duration
+from stackprobe.errors import ConfigError
+from stackprobe.load.baseline import DEFAULT_THRESHOLD, read_baseline
+from stackprobe.load.engine import Tick
+from stackprobe.load.workload import LOW_RATE
+from stackprobe.loader import load_stack
+from stackprobe.redact import Redactor
+from stackprobe.report import RENDERERS
+from stackprobe.results import RunResult
+from stackprobe.runner import Runner, Selection, stack_plan
+from stackprobe.sandbox.manager import Sandbox
+from stackprobe.services.stack_load import (
+    DEFAULT_CONCURRENCY,
+    MAX_DURATION,
+    MAX_RATE,
+    LoadRequest,
+    load_spec,
+)
+from stackprobe.store import save_result
+
+DEFAULT_DURATION = "10s"
+DEADLINE_MARGIN = 60.0
+
+
+class LoadFormat(StrEnum):
+    text = "text"
+    json = "json"
+    html = "html"
+    junit = "junit"
+    markdown = "markdown"
+
+
+class LoadProgress:
+    """A progress bar on stderr (only on a terminal): elapsed of the duration, the last
+    second's rate, p50 and p99, and the errors so far."""
+
+    def __init__(self, enabled: bool, duration: float) -> None:
+        self.duration = duration
+        self._progress = Progress(
+            TextColumn("[bold]load"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not enabled,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> LoadProgress:
+        self._progress.__enter__()
+        self._task = self._progress.add_task("starting", total=self.duration)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.__exit__(exc_type, exc, tb)
+
+    def tick(self, tick: Tick) -> None:
+        if self._task is None:
+            return
+        target = f"/{tick.target_rate:g}" if tick.target_rate else ""
+        self._progress.update(
+            self._task,
+            completed=min(self.duration, tick.elapsed_s),
+            description=(
+                f"{tick.ops + tick.errors}{target} ops/s · p50 {tick.p50_ms:g} ms · "
+                f"p99 {tick.p99_ms:g} ms · {tick.total_errors} error(s)"
+            ),
+        )
+
+
+def _stack(config: str | None, sandbox: bool) -> Stack:
+    if sandbox and config:
+        raise ConfigError("--sandbox and -c/--config cannot be combined: pick one stack")
+    return load_stack(Sandbox().require_running() if sandbox else find_stack_file(config))
+
+
+def _seconds(option: str, text: str) -> float:
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+def _request(
+    stack: Stack,
+    service: str,
+    *,
+    rate: float | None,
+    maximum: bool,
+    duration: str,
+    **kwargs: Any,
+) -> LoadRequest:
+    """The request, every argument checked (ConfigError, one line, exit 2)."""
+    if service not in stack.services:
+        known = ", ".join(stack.services) or "none"
+        raise ConfigError(f"SERVICE: no service {service!r} in {stack.path} (services: {known})")
+    if rate is not None and maximum:
+        raise ConfigError("--rate and --max cannot be combined: a constant rate or the maximum")
+    if rate is not None and not 0 < rate <= MAX_RATE:
+        raise ConfigError(f"--rate: {rate:g} is not in (0, {MAX_RATE:g}] operations per second")
+    seconds = _seconds("--duration", duration)
+    if not 0 < seconds <= MAX_DURATION:
+        raise ConfigError(f"--duration: {duration} is not between 0 and {MAX_DURATION:g} s (1h)")
+    compare = kwargs.get("compare")
+    return LoadRequest(
+        service=service,
+        rate=None if maximum else (rate or LOW_RATE),
+        duration=seconds,
+        compare_document=read_baseline(compare) if compare else None,
+        **kwargs,
+    )
+
+
+def load_command(
+    service: Annotated[str, typer.Argument(metavar="SERVICE", help="The service to load.")],
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "-c", "--config", help="Stack file (else $STACKPROBE_CONFIG, else ./stackprobe.yaml)."
+        ),
+    ] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Use the running sandbox's stack file.")
+    ] = False,
+    workload: Annotated[
+        str | None,
+        typer.Option("--workload", help="Workload of the service's kind (default: its first)."),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", help=f"Operations per second, open loop (default {LOW_RATE:g}).", metavar="R"
+        ),
+    ] = None,
+    maximum: Annotated[
+        bool, typer.Option("--max", help="Closed loop: as fast as the lanes can (disruptive).")
+    ] = False,
+    duration: Annotated[
+        str,
+        typer.Option(
+            "--duration", help="Seconds (5) or a duration (30s, 2m); at most 1h.", metavar="S"
+        ),
+    ] = DEFAULT_DURATION,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            min=1,
+            max=4096,
+            help="Lanes (operations in flight at most).",
+            metavar="C",
+        ),
+    ] = DEFAULT_CONCURRENCY,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=256,
+            help="Run on N Locust worker processes (0: in this process).",
+            metavar="N",
+        ),
+    ] = 0,
+    local_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--local-workers",
+            min=0,
+            help="Workers started on this machine (default: all N; the rest join with load-worker).",
+            metavar="K",
+        ),
+    ] = None,
+    master_bind: Annotated[
+        str,
+        typer.Option(
+            "--master-bind",
+            help="Where the Locust master listens (0.0.0.0:5557 for other machines).",
+            metavar="HOST:PORT",
+        ),
+    ] = "127.0.0.1:0",
+    allow_disruption: Annotated[
+        bool,
+        typer.Option(
+            "--allow-disruption",
+            help=f"Needed above {LOW_RATE:g} ops/s and for --max (sandbox, or disruption: allowed).",
+        ),
+    ] = False,
+    save_baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-baseline", help="Write this run's figures as a baseline.", metavar="FILE"
+        ),
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare", help="Fail on a regression against this baseline.", metavar="FILE"
+        ),
+    ] = None,
+    max_regression: Annotated[
+        float,
+        typer.Option(
+            "--max-regression",
+            min=0,
+            help="Percent a percentile may grow (or throughput drop) before it is a regression.",
+            metavar="PCT",
+        ),
+    ] = DEFAULT_THRESHOLD * 100,
+    telemetry: Annotated[
+        bool,
+        typer.Option(
+            "--telemetry/--no-telemetry",
+            help="Export the live figures as OTLP metrics through the stack's collector.",
+        ),
+    ] = True,
+    fmt: Annotated[LoadFormat, typer.Option("--format", help="Report format.")] = LoadFormat.text,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the report here, not stdout.")
+    ] = None,
+) -> int:
+    """Bounded load against one service: open-loop constant rate (latency from each operation's intended start) or --max throughput; HdrHistogram percentiles, achieved vs target rate, errors by kind, SLO verdict per window and overall, generator-bound detection, baselines. Exit 0 the SLO held (or none is set), 1 the SLO was breached, a regression, errors, or the generator was the bottleneck, 2 bad arguments or config, 130 interrupted (after cleanups)."""
+    stack = _stack(config, sandbox)
+    if local_workers is not None and local_workers > workers:
+        raise ConfigError(f"--local-workers {local_workers} is more than --workers {workers}")
+    progress = LoadProgress(sys.stderr.isatty(), _seconds("--duration", duration))
+    request = _request(
+        stack,
+        service,
+        rate=rate,
+        maximum=maximum,
+        duration=duration,
+        workload=workload,
+        concurrency=concurrency,
+        workers=workers,
+        local_workers=local_workers,
+        master_bind=master_bind,
+        save_baseline=save_baseline,
+        compare=compare,
+        threshold=max_regression / 100,
+        telemetry=telemetry,
+        on_tick=(progress.tick,),
+    )
+    spec = load_spec(request, stack.service(service).kind)
+    plan = stack_plan(stack, [spec], Selection(allow_disruption=allow_disruption, sandbox=sandbox))
+    stack.require_secrets([service])
+    with progress:
+        result = asyncio.run(Runner(plan, deadline=(spec.timeout or 0) + DEADLINE_MARGIN).run())
+    saved = _save(result)
+    color = output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    document = RENDERERS[fmt.value](result, color)
+    if fmt is LoadFormat.text:
+        document += summary_text(result)
+    _write(Redactor(stack.secrets()).text(document), output)
+    if output is not None or fmt is not LoadFormat.text:
+        s = result.summary
+        sys.stderr.write(
+            f"load {service}: {'passed' if s.passed else 'not passed'}; result saved to {saved}\n"
+        )
+    return result.exit_code
+
+
+def summary_text(result: RunResult) -> str:
+    """Percentiles, rates, windows and the generator in plain tables, after the report."""
+    buffer = io.StringIO()
+    console = Console(width=120, no_color=True, highlight=False, file=buffer)
+    for r in result.results:
+        e = r.evidence
+        if "overall" not in e or "windows" not in e:
+            continue
+        o = e["overall"]
+        table = Table(
+            title=f"{e.get('service')} · {e.get('workload')} · {e.get('mode')}",
+            title_justify="left",
+        )
+        for col in (
+            "ops/s",
+            "target",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "errors",
+            "error rate",
+        ):
+            table.add_column(col, justify="right")
+        table.add_row(
+            f"{o['rate']:g}", f"{o['target_rate']:g}" if o.get("target_rate") else "max",
+            *(f"{o[k]:g}" for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")),
+            str(o["errors"]), f"{o['error_rate']:.3%}",
+        )  # fmt: skip
+        console.print(table)
+        windows = Table(title=f"SLO windows ({e['slo']['window_s']} s)", title_justify="left")
+        for col in ("window", "ops/s", "p50 ms", "p99 ms", "errors", "verdict"):
+            windows.add_column(col)
+        for i, w in enumerate(e["windows"], 1):
+            verdict = "pass" if w["passed"] else "FAIL: " + "; ".join(w["breaches"])
+            if e["slo"]["targets"] is None:
+                verdict = "no slo"
+            windows.add_row(f"{i} ({w['start_s']}-{w['end_s']:g} s)", f"{w['rate']:g}", f"{w['p50_ms']:g}", f"{w['p99_ms']:g}", str(w["errors"]), verdict)  # fmt: skip
+        console.print(windows)
+        gen = e["generator"]
+        console.print(
+            f"generator: {'BOUND — ' + gen['reason'] if gen['bound'] else 'not bound'}"
+            + (f" ({gen['limited_by']}-bound: {gen['reason']})" if gen["limited_by"] == "concurrency" else "")
+            + "; " + ", ".join(f"{p['name']} cpu {p['cpu_share']:.0%}, lag p99 {p['lag_p99_ms']:g} ms" for p in gen["processes"])
+        )  # fmt: skip
+        if e.get("error_kinds"):
+            console.print(
+                "errors by kind: " + "; ".join(f"{n}× {k}" for k, n in e["error_kinds"].items())
+            )
+    return buffer.getvalue()
+
+
+def _save(result: RunResult) -> Path:
+    try:
+        return save_result(result)
+    except OSError as exc:
+        sys.stderr.write(f"warning: could not save the run result: {exc.strerror}\n")
+        return Path("(not saved)")
+
+
+def _write(document: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(document)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_text(document, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{output}: cannot write: {exc.strerror or exc}") from None
+
+
+def load_worker_command(
+    master: Annotated[
+        str,
+        typer.Option(
+            "--master",
+            help="The master's HOST:PORT (stackprobe load --workers N --master-bind ...).",
+            metavar="HOST:PORT",
+            show_default=False,
+        ),
+    ],
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "-c",
+            "--config",
+            help="This machine's stack file (else $STACKPROBE_CONFIG, else ./stackprobe.yaml).",
+        ),
+    ] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Use the running sandbox's stack file.")
+    ] = False,
+) -> int:
+    """Join a distributed load as a Locust worker: run the share the master sends, against the service as this machine's stack file configures it. Exit 0 after the master quits, 2 bad arguments or config."""
+    stack = _stack(config, sandbox)
+    from stackprobe.load.locust.worker import main as worker_main  # Locust only in this process
+
+    return worker_main(["--master", master, "-c", str(stack.path)])
