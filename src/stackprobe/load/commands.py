@@ -213,7 +213,7 @@ def load_command(
         bool,
         typer.Option(
             "--allow-disruption",
-            help=f"Needed above {LOW_RATE:g} ops/s and for --max (sandbox, or disruption: allowed).",
+            help=f"Needed above the workload's low rate ({LOW_RATE:g} ops/s; Redis 2000) and for --max (sandbox, or disruption: allowed).",
         ),
     ] = False,
     save_baseline: Annotated[

@@ -8,8 +8,8 @@ reports, coverage and redaction):
   and must meet its SLO. Skipped when no service declares one.
 - `stack.load.<service>_<workload>`, built by `stackprobe load` from the command line
   (`load_spec`): the profile asked for, in-process or on Locust workers, with live progress,
-  live OTLP metrics through the stack's collector, and baselines. Above `LOW_RATE` ops/s, or
-  with `--max`, it is disruptive.
+  live OTLP metrics through the stack's collector, and baselines. Above the workload's low
+  rate (`LOW_RATE`, 100 ops/s; Redis 2,000), or with `--max`, it is disruptive.
 
 The verdict:
 
@@ -51,7 +51,6 @@ from stackprobe.load.engine import Profile, Tick, run_load
 from stackprobe.load.telemetry import LoadTelemetry
 from stackprobe.load.timeline import Timeline
 from stackprobe.load.workload import (
-    LOW_RATE,
     Workload,
     find_workload,
     service_context,
@@ -90,9 +89,9 @@ class LoadRequest:
     telemetry: bool = True
     on_tick: tuple[Callable[[Tick], None], ...] = field(default=())
 
-    @property
-    def disruptive(self) -> bool:
-        return self.rate is None or self.rate > LOW_RATE
+    def disruptive(self, chosen: Workload) -> bool:
+        """--max, or a rate above the workload's low rate (DESIGN rule 3)."""
+        return self.rate is None or self.rate > chosen.low_rate
 
     @property
     def profile(self) -> Profile:
@@ -119,7 +118,7 @@ def load_spec(request: LoadRequest, kind: str) -> CheckSpec:
         title=f"{chosen.title}: {what} for {request.duration:g} s{where} against {request.service}",
         fn=run,
         timeout=request.duration + engine.DRAIN_S + SETUP_TIMEOUT + CLEANUP_TIMEOUT,
-        disruptive=request.disruptive,
+        disruptive=request.disruptive(chosen),
         exclusive=True,
     )
 
@@ -171,7 +170,7 @@ async def _telemetry(
 
 async def run_request(ctx: CheckContext[StackView], request: LoadRequest, chosen: Workload) -> str:
     name = request.service
-    if request.disruptive:
+    if request.disruptive(chosen):
         ctx.require_disruption(name)
     targets = slo_of(ctx, name, chosen.name)
     ctx.evidence.update(service=name, kind=ctx.stack.service(name).kind, workload=chosen.name)

@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.register_message(MSG_PROFILE, worker.on_profile)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    while not runner.greenlet.dead:
-        gevent.sleep(0.1)
+    while len(runner.greenlet):  # a gevent Group: empty once the master said quit
+        runner.greenlet.join(timeout=0.1)
         if worker.stopping and (worker.thread is None or not worker.thread.is_alive()):
             worker._flush()
             gevent.sleep(0.2)  # the last messages leave

@@ -20,6 +20,7 @@ KEYS = 1000  # the keyspace of one run
 VALUE = b"x" * 64
 READ_SHARE = 0.9
 DELETE_BATCH = 500
+LOW_RATE = 2000.0  # not disruptive up to here: a few percent of one Redis core's capacity
 
 
 def _keyspace(ctx: CheckContext[aioredis.Redis], what: str) -> list[str]:
@@ -55,7 +56,12 @@ async def _seed(ctx: CheckContext[aioredis.Redis], keys: list[str]) -> None:
     await pipe.execute()
 
 
-@workload("redis", name="get_set", title="90 % GET / 10 % SET (with a TTL) over 1,000 keys")
+@workload(
+    "redis",
+    name="get_set",
+    title="90 % GET / 10 % SET (with a TTL) over 1,000 keys",
+    low_rate=LOW_RATE,
+)
 async def get_set(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[Op]:
     keys = _keyspace(ctx, "kv")
     await _seed(ctx, keys)
@@ -76,6 +82,7 @@ async def get_set(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[Op]:
     "redis",
     name="session_touch",
     title="read a session hash and slide its expiry (HGETALL + PEXPIRE, one round trip)",
+    low_rate=LOW_RATE,
 )
 async def session_touch(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[Op]:
     keys = _keyspace(ctx, "session")
@@ -105,6 +112,7 @@ async def session_touch(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[O
     "redis",
     name="cache_aside",
     title="GET; on a miss compute and SET with a TTL (the cache fills during the run)",
+    low_rate=LOW_RATE,
 )
 async def cache_aside(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[Op]:
     keys = _keyspace(ctx, "cache")
