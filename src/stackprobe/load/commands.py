@@ -334,7 +334,7 @@ def summary_text(result: RunResult) -> str:
         console.print(
             f"generator: {'BOUND — ' + gen['reason'] if gen['bound'] else 'not bound'}"
             + (f" ({gen['limited_by']}-bound: {gen['reason']})" if gen["limited_by"] == "concurrency" else "")
-            + "; " + ", ".join(f"{p['name']} cpu {p['cpu_share']:.0%}, lag p99 {p['lag_p99_ms']:g} ms" for p in gen["processes"])
+            + "; " + ", ".join(f"{p['name']} busy {p['busy_share']:.0%}, lag p99 {p['lag_p99_ms']:g} ms" for p in gen["processes"])
         )  # fmt: skip
         if e.get("error_kinds"):
             console.print(

@@ -19,11 +19,13 @@ are cancelled and counted as errors.
 
 The generator watches itself, and the rule (`generator_bound`) is:
 
-    generator-bound when, over the run, the generator process used at least CPU_LIMIT (90 %)
-    of one core (it had no headroom: its own queueing is inside every figure it measured), or
-    when the 99th percentile of its schedule lag (how late a *free* lane started an operation
-    after its due time) is above LAG_FLOOR_MS (1 ms) and above LAG_SHARE (25 %) of the p99
-    latency it reports (the generator's own delay would make a visible part of that p99).
+    generator-bound when, over the run, the generator's thread was busy at least CPU_LIMIT
+    (90 %) of the time: running on a CPU, or runnable and waiting for one (Linux
+    /proc/thread-self/schedstat; elsewhere the process's CPU time) - it never waited for the
+    service, so its own queueing is inside every figure it measured; or when the 99th
+    percentile of its schedule lag (how late a *free* lane started an operation after its due
+    time) is above LAG_FLOOR_MS (1 ms) and above LAG_SHARE (25 %) of the p99 latency it
+    reports (the generator's own delay would make a visible part of that p99).
 
 Operations that started late because every lane was still busy are `queued`: that wait is the
 service's (or too low a `--concurrency`), and stays in the latency; when more than 1 % of
@@ -38,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from stackprobe.explain import explain
 from stackprobe.load.histogram import Histogram
@@ -84,6 +87,16 @@ class Tick:
     total_errors: int
     target_rate: float | None
     record: Second | None = None  # the second itself (a distributed worker sends it on)
+
+
+def busy_seconds() -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of the calling thread; the
+    process's CPU time and 0 where the kernel does not say."""
+    try:
+        on_cpu, waiting, _ = Path("/proc/thread-self/schedstat").read_text().split()
+        return int(on_cpu) / 1e9, int(waiting) / 1e9
+    except (OSError, ValueError):
+        return time.process_time(), 0.0
 
 
 def error_kind(exc: BaseException) -> str:
@@ -154,6 +167,7 @@ async def run_load(
     interval = 1.0 / profile.rate if profile.rate else 0.0
     state = {"next": 0, "queued": 0}
     cpu0 = time.process_time()
+    on_cpu0, waiting0 = busy_seconds()
     t0 = clock() + LEAD_S
     end = t0 + profile.duration
 
@@ -228,6 +242,9 @@ async def run_load(
             on_tick(last)
     gen.wall_s = round(finished - t0, 6)
     gen.cpu_s = round(time.process_time() - cpu0, 6)
+    on_cpu, waiting = busy_seconds()
+    gen.busy_s = round(on_cpu - on_cpu0 + waiting - waiting0, 6)
+    gen.runqueue_s = round(waiting - waiting0, 6)
     gen.issued = state["next"]
     gen.queued = state["queued"]
     gen.lag = lag.encode()

@@ -48,7 +48,9 @@ class Generator:
 
     name: str = "local"
     wall_s: float = 0.0
-    cpu_s: float = 0.0
+    cpu_s: float = 0.0  # the process's CPU time
+    busy_s: float = 0.0  # the engine thread on a CPU or waiting for one
+    runqueue_s: float = 0.0  # ... of which waiting for a CPU (the machine was busy)
     issued: int = 0  # operations started
     lag: str = ""  # encoded histogram: start lateness of operations whose lane was free
     queued: int = 0  # operations that started late because every lane was still busy
@@ -59,6 +61,10 @@ class Generator:
     @property
     def cpu_share(self) -> float:
         return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def busy_share(self) -> float:
+        return self.busy_s / self.wall_s if self.wall_s > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
