@@ -259,3 +259,37 @@ def test_throughput_regresses_when_it_drops(tmp_path: Path) -> None:
     base = {"mode": "closed-loop maximum throughput", "overall": {"rate": 10_000, "error_rate": 0}}
     found, _ = regressions(base, {"rate": 6000, "error_rate": 0}, 0.25)
     assert found == ["throughput 10000 → 6000 ops/s (-40%, threshold -25%)"]
+
+
+# --- the HTML report ------------------------------------------------------------------------------
+
+
+def test_the_html_report_draws_a_loads_percentiles_rate_and_windows_self_contained() -> None:
+    from stackprobe.check import Outcome
+    from stackprobe.coverage import compute
+    from stackprobe.report.html import render_html
+    from stackprobe.results import CheckResult, RunResult, ServiceInfo, summarize
+
+    fast, slow = [0.001] * 1000, [0.001] * 900 + [0.020] * 100
+    profile = Profile(rate=1000, duration=4, concurrency=4)
+    a = analyse(timeline_of([fast, slow, fast, fast]), profile, SloTargets(p99_ms=5, window="2s"))
+    results = [
+        CheckResult(
+            check="stack.load.cache_get_set", service="stack", kind="stack", capability="load",
+            outcome=Outcome.FAILED, duration_s=4.2, message="SLO breached",
+            evidence={**a.evidence, "service": "cache", "workload": "get_set"},
+        )
+    ]  # fmt: skip
+    result = RunResult(
+        stackprobe="0.1.0", run_id="20261125T115700Z-a1b2c3", stack="s",
+        started_at="2026-11-25T11:57:00+00:00", services={"stack": ServiceInfo(kind="stack")},
+        duration_s=4.3, summary=summarize(results), results=results,
+        coverage=compute({"stack": ("stack", ("load",))}, results),
+    )  # fmt: skip
+    html = render_html(result)
+    section = html[html.index('<section id="load">') : html.index('<section id="services">')]
+    assert section.count('<svg class="load"') == 2
+    assert "p99.9" in section and "SLO p99 ≤ 5 ms" in section and "target 1000 ops/s" in section
+    assert "1 (0–2 s)" in section and "p99_ms ≤ 5: saw 20.015" in section
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "<script src" not in html and "<link" not in html
