@@ -293,3 +293,20 @@ def test_the_html_report_draws_a_loads_percentiles_rate_and_windows_self_contain
     assert "1 (0–2 s)" in section and "p99_ms ≤ 5: saw 20.015" in section
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "<script src" not in html and "<link" not in html
+
+
+def test_the_reference_dashboards_load_row_reads_the_metrics_the_load_exports() -> None:
+    from stackprobe.load.telemetry import METRICS
+
+    board = json.loads(
+        (
+            Path(__file__).parents[2]
+            / "deploy/compose/grafana/dashboards/infrastructure-health.json"
+        ).read_text()
+    )
+    titles = [p["title"] for p in board["panels"]]
+    row = titles.index("Load")
+    assert board["panels"][row]["type"] == "row"
+    exprs = " ".join(t["expr"] for p in board["panels"][row + 1 :] for t in p["targets"])
+    for metric in METRICS:
+        assert metric in exprs, metric

@@ -25,6 +25,12 @@ from stackprobe.load.engine import Tick
 
 EXPORT_TIMEOUT = 2.0
 SERVICE_NAME = "stackprobe-load"
+RATE = "stackprobe_load_rate"
+TARGET_RATE = "stackprobe_load_target_rate"
+ERRORS = "stackprobe_load_errors"
+P50 = "stackprobe_load_latency_p50_ms"
+P99 = "stackprobe_load_latency_p99_ms"
+METRICS = (RATE, TARGET_RATE, ERRORS, P50, P99)  # the reference dashboard's "Load" row reads them
 
 
 def metrics_request(
@@ -64,20 +70,20 @@ class LoadTelemetry:
     async def start(self, target_rate: float | None) -> None:
         """One export before the load: the connection is open before the first tick (a
         first request's set-up inside the load would stall the generator)."""
-        await self._export({"stackprobe_load_target_rate": float(target_rate or 0)})
+        await self._export({TARGET_RATE: float(target_rate or 0)})
 
     def tick(self, tick: Tick) -> None:
         if self._pending is not None and not self._pending.done():
             self.skipped += 1
             return
         values = {
-            "stackprobe_load_rate": float(tick.ops + tick.errors),
-            "stackprobe_load_errors": float(tick.errors),
-            "stackprobe_load_latency_p50_ms": tick.p50_ms,
-            "stackprobe_load_latency_p99_ms": tick.p99_ms,
+            RATE: float(tick.ops + tick.errors),
+            ERRORS: float(tick.errors),
+            P50: tick.p50_ms,
+            P99: tick.p99_ms,
         }
         if tick.target_rate:
-            values["stackprobe_load_target_rate"] = float(tick.target_rate)
+            values[TARGET_RATE] = float(tick.target_rate)
         self._pending = asyncio.get_running_loop().create_task(self._export(values))
 
     async def _export(self, values: dict[str, float]) -> None:
