@@ -43,7 +43,7 @@ from stackprobe.results import RunResult
 from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Runner, Selection, make_plan
 from stackprobe.sandbox.manager import Sandbox
 from stackprobe.state import state_dir
-from stackprobe.store import latest_result_path, save_result
+from stackprobe.store import last_durations, latest_result_path, save_result
 
 EXIT_CODES = """Exit codes: 0 all passed (skips and warnings allowed); 1 a check failed or errored;
 2 usage or config error; 130 interrupted (after cleanups ran)."""
@@ -202,8 +202,9 @@ def run(
         raise ConfigError("nothing to run: the selection matches no check")
     with LiveProgress(enabled=sys.stderr.isatty()) as progress:
         runner = Runner(
-            plan, timeout=timeout, deadline=deadline, concurrency=concurrency, progress=progress
-        )
+            plan, timeout=timeout, deadline=deadline, concurrency=concurrency, progress=progress,
+            expected=last_durations(stack.name),
+        )  # fmt: skip
         result = asyncio.run(runner.run())
     saved = _save(result)
     document = RENDERERS[fmt.value](result, _color(output))

@@ -74,6 +74,9 @@ class Kind(Generic[ClientT]):
     ] = ()  # link roles whose service this kind's checks send data through
     version: Callable[[ClientT], Awaitable[str | None]] | None = None
     liveness: Callable[[ClientT], Awaitable[None]] | None = None
+    # its checks look at the whole stack (the stack kind): an exclusive one runs alone, after
+    # the others, as a disruptive one does (a load's latency must not include other checks)
+    spans_stack: bool = False
     # a service whose liveness probe cannot get an answer gets every check `error` at once;
     # a kind whose checks partly work without the service (compose lint) turns that off
     liveness_gates: bool = True

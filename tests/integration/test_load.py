@@ -398,7 +398,7 @@ def test_a_run_holds_every_declared_slo_under_a_short_load(sandbox: RunningSandb
     result = run_stack(sandbox.sandbox.stack_file, capabilities=("load",))
     (r,) = [r for r in result.results if r.check == "stack.load.slo_smoke"]
     assert r.outcome.value == "passed", r.message
-    assert r.evidence["services"]["cache"]["overall"]["ops"] == 150
+    assert r.evidence["services"]["cache"]["overall"]["ops"] == 100
     assert result.coverage.services["stack"].capabilities["load"] == "passed"
 
 

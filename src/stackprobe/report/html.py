@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from typing import Any
 
 from stackprobe.check import Outcome, Severity
 from stackprobe.coverage import NOT_RUN
@@ -377,12 +378,12 @@ def _loads(result: RunResult) -> list[str]:
     return out
 
 
-def _percentile_chart(overall: dict[str, object], targets: dict[str, object]) -> str:
+def _percentile_chart(overall: dict[str, Any], targets: dict[str, Any]) -> str:
     """Horizontal bars p50 ... max in ms, with each SLO bound as a dashed line."""
     label_w, bar_w, row_h, top = 60, 300, 22, 8
     values = [
         (name, float(overall.get(key, 0) or 0), targets.get(key)) for name, key in LOAD_PERCENTILES
-    ]  # type: ignore[arg-type]
+    ]
     scale = max([v for _, v, _ in values] + [float(t) for _, _, t in values if isinstance(t, int | float)] + [1e-3])  # fmt: skip
     height = top + row_h * len(values) + 22
     width = label_w + bar_w + 90

@@ -71,6 +71,7 @@ KIND: Kind[StackView] = Kind(
     capabilities=("service-health", "dependencies", "load"),
     connect=_connect,
     url_required=False,
+    spans_stack=True,
     options_model=StackOptions,
     check_config=_check_config,
 )
