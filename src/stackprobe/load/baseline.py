@@ -20,7 +20,6 @@ FORMAT = 1
 PERCENTILES = ("p50_ms", "p90_ms", "p99_ms", "p999_ms")
 FLOOR_MS = 0.05
 ERROR_FLOOR = 0.001
-DEFAULT_THRESHOLD = 0.25
 
 
 def baseline_document(

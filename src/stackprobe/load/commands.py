@@ -15,7 +15,7 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,23 +25,24 @@ from rich.table import Table
 from stackprobe.config import Stack, find_stack_file
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError
-from stackprobe.load.baseline import DEFAULT_THRESHOLD, read_baseline
-from stackprobe.load.engine import Tick
-from stackprobe.load.workload import LOW_RATE
+from stackprobe.load.limits import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_THRESHOLD,
+    LOW_RATE,
+    MAX_DURATION,
+    MAX_RATE,
+)
 from stackprobe.loader import load_stack
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
 from stackprobe.results import RunResult
 from stackprobe.runner import Runner, Selection, stack_plan
 from stackprobe.sandbox.manager import Sandbox
-from stackprobe.services.stack_load import (
-    DEFAULT_CONCURRENCY,
-    MAX_DURATION,
-    MAX_RATE,
-    LoadRequest,
-    load_spec,
-)
 from stackprobe.store import save_result
+
+if TYPE_CHECKING:
+    from stackprobe.load.engine import Tick
+    from stackprobe.services.stack_load import LoadRequest
 
 DEFAULT_DURATION = "10s"
 DEADLINE_MARGIN = 60.0
@@ -122,6 +123,9 @@ def _request(
     **kwargs: Any,
 ) -> LoadRequest:
     """The request, every argument checked (ConfigError, one line, exit 2)."""
+    from stackprobe.load.baseline import read_baseline  # the engine loads only for `load`
+    from stackprobe.services.stack_load import LoadRequest
+
     if service not in stack.services:
         known = ", ".join(stack.services) or "none"
         raise ConfigError(f"SERVICE: no service {service!r} in {stack.path} (services: {known})")
@@ -271,6 +275,8 @@ def load_command(
         telemetry=telemetry,
         on_tick=(progress.tick,),
     )
+    from stackprobe.services.stack_load import load_spec  # the engine loads only for `load`
+
     spec = load_spec(request, stack.service(service).kind)
     plan = stack_plan(stack, [spec], Selection(allow_disruption=allow_disruption, sandbox=sandbox))
     stack.require_secrets([service])

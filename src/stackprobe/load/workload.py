@@ -22,12 +22,9 @@ from stackprobe.config import Stack
 from stackprobe.errors import ConfigError
 from stackprobe.ids import service_namespace
 from stackprobe.load.engine import Op
+from stackprobe.load.limits import LOW_RATE
 
 Prepare = Callable[[CheckContext[Any], int], Awaitable[list[Op]]]
-# ops/s: above a workload's low rate (or with --max) a load is disruptive (DESIGN rule 3).
-# 100 ops/s for every kind, except what a kind declares (Redis: 2,000 ops/s, a few percent
-# of what one Redis core serves)
-LOW_RATE = 100.0
 
 
 @dataclass(frozen=True)

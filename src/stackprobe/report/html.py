@@ -86,7 +86,6 @@ details summary { cursor: pointer; color: var(--muted); }
 .gaps li { margin: 3px 0; }
 svg.load text { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 11px; fill: #1d2026; }
 svg.load .axis { stroke: #9aa0a8; stroke-width: 1; }
-svg.load .grid { stroke: #e3e5e8; stroke-width: 1; }
 .charts { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
 svg.bars text { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 11px; fill: #1d2026; }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }

@@ -42,7 +42,6 @@ from stackprobe.errors import ServiceError
 from stackprobe.load import engine
 from stackprobe.load.analysis import Analysis, analyse
 from stackprobe.load.baseline import (
-    DEFAULT_THRESHOLD,
     baseline_document,
     regressions,
     require_comparable,
@@ -50,6 +49,7 @@ from stackprobe.load.baseline import (
 )
 from stackprobe.load.distributed import run_distributed
 from stackprobe.load.engine import Profile, Tick, run_load
+from stackprobe.load.limits import DEFAULT_CONCURRENCY, DEFAULT_THRESHOLD
 from stackprobe.load.telemetry import LoadTelemetry
 from stackprobe.load.timeline import Timeline
 from stackprobe.load.workload import (
@@ -67,9 +67,6 @@ SMOKE_MAX_RATE = 200.0  # and never above the workload's low rate: not disruptiv
 SMOKE_CONCURRENCY = 4
 SETUP_TIMEOUT = 60.0  # preparing a workload (seeding keys, waiting for a probe trace)
 CLEANUP_TIMEOUT = 30.0  # deleting what a workload created, by name
-DEFAULT_CONCURRENCY = 16
-MAX_DURATION = 3600.0
-MAX_RATE = 1_000_000.0
 
 
 @dataclass(frozen=True)
