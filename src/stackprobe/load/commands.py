@@ -281,7 +281,10 @@ def load_command(
     plan = stack_plan(stack, [spec], Selection(allow_disruption=allow_disruption, sandbox=sandbox))
     stack.require_secrets([service])
     with progress:
-        result = asyncio.run(Runner(plan, deadline=(spec.timeout or 0) + DEADLINE_MARGIN).run())
+        from stackprobe.load.engine import new_event_loop
+
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            result = runner.run(Runner(plan, deadline=(spec.timeout or 0) + DEADLINE_MARGIN).run())
     saved = _save(result)
     color = output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     document = RENDERERS[fmt.value](result, color)

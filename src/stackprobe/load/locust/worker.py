@@ -25,7 +25,7 @@ from locust.env import Environment  # this package's __init__ ran first: no monk
 
 from stackprobe.connect import open_service
 from stackprobe.explain import explain
-from stackprobe.load.engine import Profile, Tick, run_load
+from stackprobe.load.engine import Profile, Tick, new_event_loop, run_load
 from stackprobe.load.locust import MSG_DONE, MSG_FAILED, MSG_PROFILE, MSG_SECOND
 from stackprobe.load.locust.user import RUN_SHARE, StackprobeLoad
 from stackprobe.load.workload import find_workload, service_context
@@ -91,7 +91,7 @@ class Worker:
             self.runner.send_message(kind, data)
 
     def _thread(self, profile: dict[str, Any]) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         try:
             self.task = self.loop.create_task(self._run(profile))
             with contextlib.suppress(asyncio.CancelledError):
