@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -25,11 +24,15 @@ from stackprobe import __version__
 from stackprobe.catalog import describe, known_kinds
 from stackprobe.clean import sweep
 from stackprobe.compose.commands import compose_app, discover_command
-from stackprobe.config import Stack, find_stack_file
+from stackprobe.config import Stack
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError, StackprobeError
+from stackprobe.frontend import color_for as _color
+from stackprobe.frontend import err_console
+from stackprobe.frontend import save_run as _save
+from stackprobe.frontend import stack_of as _stack
+from stackprobe.frontend import write_document as _write
 from stackprobe.load.commands import load_command, load_worker_command
-from stackprobe.loader import load_stack
 from stackprobe.progress import LiveProgress
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
@@ -43,7 +46,7 @@ from stackprobe.results import RunResult
 from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Runner, Selection, make_plan
 from stackprobe.sandbox.manager import Sandbox
 from stackprobe.state import state_dir
-from stackprobe.store import last_durations, latest_result_path, save_result
+from stackprobe.store import last_durations, latest_result_path
 
 EXIT_CODES = """Exit codes: 0 all passed (skips and warnings allowed); 1 a check failed or errored;
 2 usage or config error; 130 interrupted (after cleanups ran)."""
@@ -69,10 +72,6 @@ app.command("load")(load_command)
 app.command("load-worker")(load_worker_command)
 
 _debug = False
-
-
-def err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -106,37 +105,12 @@ SandboxOpt = Annotated[
 ]
 
 
-def _stack(config: str | None, sandbox: bool) -> Stack:
-    if sandbox and config:
-        raise ConfigError("--sandbox and -c/--config cannot be combined: pick one stack")
-    path = Sandbox().require_running() if sandbox else find_stack_file(config)
-    stack = load_stack(path)
-    for warning in stack.warnings:
-        err_console().print(f"warning: {warning}", markup=False)
-    return stack
-
-
 class Format(StrEnum):
     text = "text"
     json = "json"
     junit = "junit"
     html = "html"
     markdown = "markdown"
-
-
-def _write(document: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(document)
-        sys.stdout.flush()
-        return
-    try:
-        output.write_text(document, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{output}: cannot write: {exc.strerror or exc}") from None
-
-
-def _color(output: Path | None) -> bool:
-    return output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
 @app.command()
@@ -227,18 +201,6 @@ def _coverage_gate(result: RunResult, fail_under: float | None, code: int) -> in
         file=sys.stderr,
     )
     return max(code, 1)
-
-
-def _save(result: RunResult) -> Path:
-    """Every run is saved in the result store; a failure to save is a warning, not an error."""
-    try:
-        return save_result(result)
-    except OSError as exc:
-        err_console().print(
-            f"warning: could not save the run result in {state_dir() / 'runs'}: {exc.strerror}",
-            markup=False,
-        )
-        return state_dir() / "runs" / f"{result.run_id}.json"
 
 
 class CoverageFormat(StrEnum):

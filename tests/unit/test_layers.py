@@ -18,7 +18,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "kinds": ("kinds", "services", "compose", "load"),  # the compose library, the load engine
     "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover",
                "report", "sandbox", "testing", "progress"),
-    "front": ("cli", "pytest_plugin", "monitor", "compose.commands", "load.commands", "load.locust",
+    "front": ("cli", "frontend", "pytest_plugin", "monitor", "compose.commands", "load.commands", "load.locust",
               "__main__", "__init__"),
 }  # fmt: skip
 ORDER = list(LAYERS)

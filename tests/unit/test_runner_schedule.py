@@ -19,6 +19,23 @@ from stackprobe.runner import Plan, PlanItem, Runner
 from stackprobe.store import last_durations, save_result
 
 
+def service(kind: str) -> ServiceConfig:
+    return ServiceConfig.model_construct(
+        kind=kind, url="fake://h", endpoints={}, password=None, token=None, username=None,
+        depends_on=[], disruption="forbidden", links={}, expectations={}, options={}, slo=None,
+    )  # fmt: skip
+
+
+def one_service_plan(kind: Kind[str]) -> Plan:
+    """Every check of `kind` on its one service `s`."""
+    config = StackConfig.model_construct(version=1, stack="t", services={"s": service(kind.name)})
+    return Plan(
+        stack=Stack(path=Path("t.yaml"), config=config),
+        items=tuple(PlanItem(spec, "s") for spec in kind.checks),
+        services={"s": (kind.name, kind.capabilities)},
+    )
+
+
 def two_service_stack(
     slow_liveness: float, slow_version: float
 ) -> tuple[Stack, dict[str, Kind[str]], list[str]]:
@@ -47,10 +64,7 @@ def two_service_stack(
         return "ok"
 
     kind.check("alpha", title="note")(note)
-    svc = ServiceConfig.model_construct(
-        kind="fake", url="fake://h", endpoints={}, password=None, token=None, username=None,
-        depends_on=[], disruption="forbidden", links={}, expectations={}, options={}, slo=None,
-    )  # fmt: skip
+    svc = service("fake")
     config = StackConfig.model_construct(version=1, stack="t", services={"fast": svc, "slow": svc})
     return Stack(path=Path("t.yaml"), config=config), {"fake": kind}, events
 
@@ -86,19 +100,7 @@ def test_a_freed_slot_goes_to_the_check_that_took_longest_last_time() -> None:
             return "ok"
 
         kind.check("alpha", title=name, name=name)(check)
-    svc = ServiceConfig.model_construct(
-        kind="fake", url="fake://h", endpoints={}, password=None, token=None, username=None,
-        depends_on=[], disruption="forbidden", links={}, expectations={}, options={}, slo=None,
-    )  # fmt: skip
-    stack = Stack(
-        path=Path("t.yaml"),
-        config=StackConfig.model_construct(version=1, stack="t", services={"s": svc}),
-    )
-    plan = Plan(
-        stack=stack,
-        items=tuple(PlanItem(s, "s") for s in kind.checks),
-        services={"s": ("fake", ("alpha",))},
-    )
+    plan = one_service_plan(kind)
     expected = {"fake.alpha.c[s]": 9.0, "fake.alpha.d[s]": 5.0}
     asyncio.run(Runner(plan, kinds={"fake": kind}, concurrency=1, expected=expected).run())
     assert order[1:] == ["c", "d", "b"]  # `a` had the only slot; then the slowest first
@@ -154,19 +156,7 @@ def test_an_exclusive_check_of_a_kind_that_spans_the_stack_runs_alone_after_the_
     kind.check("alpha", title="load", name="load", exclusive=True)(make("load"))
     for name in ("a", "b"):
         kind.check("alpha", title=name, name=name)(make(name))
-    svc = ServiceConfig.model_construct(
-        kind="whole", url=None, endpoints={}, password=None, token=None, username=None,
-        depends_on=[], disruption="forbidden", links={}, expectations={}, options={}, slo=None,
-    )  # fmt: skip
-    stack = Stack(
-        path=Path("t.yaml"),
-        config=StackConfig.model_construct(version=1, stack="t", services={"s": svc}),
-    )
-    plan = Plan(
-        stack=stack,
-        items=tuple(PlanItem(s, "s") for s in kind.checks),
-        services={"s": ("whole", ("alpha",))},
-    )
+    plan = one_service_plan(kind)
     asyncio.run(Runner(plan, kinds={"whole": kind}).run())
     assert seen_beside["load"] == []  # a and b had finished; nothing ran beside it
     assert sorted(seen_beside["b"]) in ([], ["a"])

@@ -10,6 +10,7 @@ rate when it rose by more than `threshold` of itself plus `ERROR_FLOOR`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,37 +88,42 @@ def regressions(
     base = baseline["overall"]
     found: list[str] = []
     table: dict[str, Any] = {}
-    for key in PERCENTILES:
+
+    def compare(
+        key: str,
+        regressed: Callable[[float, float], bool],
+        line: Callable[[str, float, float, float], str],
+    ) -> None:
         before, now = float(base.get(key, 0)), float(overall.get(key, 0))
         change = (now - before) / before if before else 0.0
-        regressed = now > before * (1 + threshold) and now - before > FLOOR_MS
         table[key] = {
             "baseline": before,
             "now": now,
             "change": round(change, 4),
-            "regressed": regressed,
+            "regressed": regressed(before, now),
         }
-        if regressed:
-            found.append(
+        if table[key]["regressed"]:
+            found.append(line(key, before, now, change))
+
+    for key in PERCENTILES:
+        compare(
+            key,
+            lambda before, now: now > before * (1 + threshold) and now - before > FLOOR_MS,
+            lambda key, before, now, change: (
                 f"{key} {before:g} → {now:g} ms (+{change:.0%}, threshold {threshold:.0%})"
-            )
+            ),
+        )
     if baseline["mode"].startswith("closed"):
-        before, now = float(base.get("rate", 0)), float(overall.get("rate", 0))
-        change = (now - before) / before if before else 0.0
-        regressed = now < before * (1 - threshold)
-        table["rate"] = {
-            "baseline": before,
-            "now": now,
-            "change": round(change, 4),
-            "regressed": regressed,
-        }
-        if regressed:
-            found.append(
+        compare(
+            "rate",
+            lambda before, now: now < before * (1 - threshold),
+            lambda _, before, now, change: (
                 f"throughput {before:g} → {now:g} ops/s ({change:.0%}, threshold -{threshold:.0%})"
-            )
-    before, now = float(base.get("error_rate", 0)), float(overall.get("error_rate", 0))
-    regressed = now > before * (1 + threshold) + ERROR_FLOOR
-    table["error_rate"] = {"baseline": before, "now": now, "regressed": regressed}
-    if regressed:
-        found.append(f"error_rate {before:.4g} → {now:.4g}")
+            ),
+        )
+    compare(
+        "error_rate",
+        lambda before, now: now > before * (1 + threshold) + ERROR_FLOOR,
+        lambda key, before, now, _: f"{key} {before:.4g} → {now:.4g}",
+    )
     return found, table

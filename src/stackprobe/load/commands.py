@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stackprobe.config import Stack, find_stack_file
+from stackprobe.config import Stack
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError
+from stackprobe.frontend import color_for, save_run, stack_of, write_document
 from stackprobe.load.limits import (
     DEFAULT_CONCURRENCY,
     DEFAULT_THRESHOLD,
@@ -32,16 +30,13 @@ from stackprobe.load.limits import (
     MAX_DURATION,
     MAX_RATE,
 )
-from stackprobe.loader import load_stack
+from stackprobe.progress import LoadProgress
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
 from stackprobe.results import RunResult
 from stackprobe.runner import Runner, Selection, stack_plan
-from stackprobe.sandbox.manager import Sandbox
-from stackprobe.store import save_result
 
 if TYPE_CHECKING:
-    from stackprobe.load.engine import Tick
     from stackprobe.services.stack_load import LoadRequest
 
 DEFAULT_DURATION = "10s"
@@ -54,56 +49,6 @@ class LoadFormat(StrEnum):
     html = "html"
     junit = "junit"
     markdown = "markdown"
-
-
-class LoadProgress:
-    """A progress bar on stderr (only on a terminal): elapsed of the duration, the last
-    second's rate, p50 and p99, and the errors so far."""
-
-    def __init__(self, enabled: bool, duration: float) -> None:
-        self.duration = duration
-        self._progress = Progress(
-            TextColumn("[bold]load"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=Console(stderr=True),
-            transient=True,
-            disable=not enabled,
-        )
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> LoadProgress:
-        self._progress.__enter__()
-        self._task = self._progress.add_task("starting", total=self.duration)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._progress.__exit__(exc_type, exc, tb)
-
-    def tick(self, tick: Tick) -> None:
-        if self._task is None:
-            return
-        target = f"/{tick.target_rate:g}" if tick.target_rate else ""
-        self._progress.update(
-            self._task,
-            completed=min(self.duration, tick.elapsed_s),
-            description=(
-                f"{tick.ops + tick.errors}{target} ops/s · p50 {tick.p50_ms:g} ms · "
-                f"p99 {tick.p99_ms:g} ms · {tick.total_errors} error(s)"
-            ),
-        )
-
-
-def _stack(config: str | None, sandbox: bool) -> Stack:
-    if sandbox and config:
-        raise ConfigError("--sandbox and -c/--config cannot be combined: pick one stack")
-    return load_stack(Sandbox().require_running() if sandbox else find_stack_file(config))
 
 
 def _seconds(option: str, text: str) -> float:
@@ -254,7 +199,7 @@ def load_command(
     ] = None,
 ) -> int:
     """Bounded load against one service: open-loop constant rate (latency from each operation's intended start) or --max throughput; HdrHistogram percentiles, achieved vs target rate, errors by kind, SLO verdict per window and overall, generator-bound detection, baselines. Exit 0 the SLO held (or none is set), 1 the SLO was breached, a regression, errors, or the generator was the bottleneck, 2 bad arguments or config, 130 interrupted (after cleanups)."""
-    stack = _stack(config, sandbox)
+    stack = stack_of(config, sandbox)
     if local_workers is not None and local_workers > workers:
         raise ConfigError(f"--local-workers {local_workers} is more than --workers {workers}")
     progress = LoadProgress(sys.stderr.isatty(), _seconds("--duration", duration))
@@ -285,12 +230,11 @@ def load_command(
 
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             result = runner.run(Runner(plan, deadline=(spec.timeout or 0) + DEADLINE_MARGIN).run())
-    saved = _save(result)
-    color = output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    document = RENDERERS[fmt.value](result, color)
+    saved = save_run(result)
+    document = RENDERERS[fmt.value](result, color_for(output))
     if fmt is LoadFormat.text:
         document += summary_text(result)
-    _write(Redactor(stack.secrets()).text(document), output)
+    write_document(Redactor(stack.secrets()).text(document), output)
     if output is not None or fmt is not LoadFormat.text:
         s = result.summary
         sys.stderr.write(
@@ -352,25 +296,6 @@ def summary_text(result: RunResult) -> str:
     return buffer.getvalue()
 
 
-def _save(result: RunResult) -> Path:
-    try:
-        return save_result(result)
-    except OSError as exc:
-        sys.stderr.write(f"warning: could not save the run result: {exc.strerror}\n")
-        return Path("(not saved)")
-
-
-def _write(document: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(document)
-        sys.stdout.flush()
-        return
-    try:
-        output.write_text(document, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{output}: cannot write: {exc.strerror or exc}") from None
-
-
 def load_worker_command(
     master: Annotated[
         str,
@@ -394,7 +319,7 @@ def load_worker_command(
     ] = False,
 ) -> int:
     """Join a distributed load as a Locust worker: run the share the master sends, against the service as this machine's stack file configures it. Exit 0 after the master quits, 2 bad arguments or config."""
-    stack = _stack(config, sandbox)
+    stack = stack_of(config, sandbox)
     from stackprobe.load.locust.worker import main as worker_main  # Locust only in this process
 
     return worker_main(["--master", master, "-c", str(stack.path)])

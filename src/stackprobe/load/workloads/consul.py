@@ -1,5 +1,5 @@
 """Consul workloads on the kind's own client (ConsulClient over the HTTP API): KV read,
-KV write, a health query. KV keys are `<ns>load/...` and deleted by name afterwards (Consul
+KV write, a health query. KV keys are `<ns>consul-kv-load-...` and deleted by name afterwards (Consul
 KV has no TTL: a killed run's keys wait for `stackprobe clean`); the probe service of the
 health query carries a TTL check with DeregisterCriticalServiceAfter, as every service a
 check registers does, and is deregistered afterwards."""
@@ -12,21 +12,15 @@ from typing import Any
 from stackprobe.check import CheckContext
 from stackprobe.load.engine import Op
 from stackprobe.load.workload import workload
-from stackprobe.services.consul import ConsulClient, _register
+from stackprobe.services.consul import ConsulClient, _kv_keys, _register
 
 KEYS = 100
 VALUE = b"x" * 64
 
 
 def _keyspace(ctx: CheckContext[ConsulClient], what: str) -> list[str]:
-    keys = [ctx.name(f"load/{what}-{i}") for i in range(KEYS)]
-
-    async def delete() -> None:
-        for key in keys:
-            await ctx.client.kv_delete(key)
-
-    ctx.cleanup(delete, f"delete {len(keys)} KV key(s)")
-    return keys
+    """The run's KV keys for this workload, their deletion registered before any is written."""
+    return _kv_keys(ctx, *(f"load-{what}-{i}" for i in range(KEYS)))
 
 
 @workload("consul", name="kv_read", title="GET of one of 100 KV keys")

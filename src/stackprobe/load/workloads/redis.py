@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -49,6 +50,23 @@ async def _lanes(ctx: CheckContext[aioredis.Redis], count: int) -> list[aioredis
     return lanes
 
 
+async def _per_lane(
+    ctx: CheckContext[aioredis.Redis],
+    lanes: int,
+    keys: list[str],
+    body: Callable[[aioredis.Redis, str], Awaitable[Any]],
+) -> list[Op]:
+    """One operation per lane: `body(lane, a random key of the keyspace)`."""
+
+    def op_for(lane: aioredis.Redis) -> Op:
+        async def op() -> Any:
+            return await body(lane, keys[random.randrange(KEYS)])
+
+        return op
+
+    return [op_for(lane) for lane in await _lanes(ctx, lanes)]
+
+
 async def _seed(ctx: CheckContext[aioredis.Redis], keys: list[str]) -> None:
     pipe = ctx.client.pipeline(transaction=False)
     for key in keys:
@@ -66,16 +84,12 @@ async def get_set(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[Op]:
     keys = _keyspace(ctx, "kv")
     await _seed(ctx, keys)
 
-    def op_for(lane: aioredis.Redis) -> Op:
-        async def op() -> Any:
-            key = keys[random.randrange(KEYS)]
-            if random.random() < READ_SHARE:
-                return await lane.get(key)
-            return await lane.set(key, VALUE, px=KEY_TTL_MS)
+    async def body(lane: aioredis.Redis, key: str) -> Any:
+        if random.random() < READ_SHARE:
+            return await lane.get(key)
+        return await lane.set(key, VALUE, px=KEY_TTL_MS)
 
-        return op
-
-    return [op_for(lane) for lane in await _lanes(ctx, lanes)]
+    return await _per_lane(ctx, lanes, keys, body)
 
 
 @workload(
@@ -92,20 +106,16 @@ async def session_touch(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[O
         pipe.pexpire(key, KEY_TTL_MS)
     await pipe.execute()
 
-    def op_for(lane: aioredis.Redis) -> Op:
-        async def op() -> Any:
-            key = keys[random.randrange(KEYS)]
-            pipe = lane.pipeline(transaction=False)
-            pipe.hgetall(key)
-            pipe.pexpire(key, KEY_TTL_MS)
-            session, _ = await pipe.execute()
-            if not session:
-                raise LookupError(f"session {key} is gone")
-            return session
+    async def body(lane: aioredis.Redis, key: str) -> Any:
+        touch = lane.pipeline(transaction=False)
+        touch.hgetall(key)
+        touch.pexpire(key, KEY_TTL_MS)
+        session, _ = await touch.execute()
+        if not session:
+            raise LookupError(f"session {key} is gone")
+        return session
 
-        return op
-
-    return [op_for(lane) for lane in await _lanes(ctx, lanes)]
+    return await _per_lane(ctx, lanes, keys, body)
 
 
 @workload(
@@ -117,14 +127,10 @@ async def session_touch(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[O
 async def cache_aside(ctx: CheckContext[aioredis.Redis], lanes: int) -> list[Op]:
     keys = _keyspace(ctx, "cache")
 
-    def op_for(lane: aioredis.Redis) -> Op:
-        async def op() -> Any:
-            key = keys[random.randrange(KEYS)]
-            value = await lane.get(key)
-            if value is None:
-                await lane.set(key, VALUE, px=KEY_TTL_MS)
-            return value
+    async def body(lane: aioredis.Redis, key: str) -> Any:
+        value = await lane.get(key)
+        if value is None:
+            await lane.set(key, VALUE, px=KEY_TTL_MS)
+        return value
 
-        return op
-
-    return [op_for(lane) for lane in await _lanes(ctx, lanes)]
+    return await _per_lane(ctx, lanes, keys, body)
