@@ -12,7 +12,7 @@ import contextlib
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -179,23 +179,22 @@ class _Slots:
         self._free = max(1, size)
         self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
 
-    @contextlib.asynccontextmanager
-    async def hold(self, expected: float, order: int) -> AsyncIterator[None]:
+    def hold(self, expected: float, order: int) -> _Hold:
+        """`async with slots.hold(expected_seconds, plan_index):` one slot."""
+        return _Hold(self, expected, order)
+
+    async def _acquire(self, expected: float, order: int) -> None:
         if self._free > 0 and not self._waiting:
             self._free -= 1
-        else:
-            granted = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (-expected, order, granted))
-            try:
-                await granted
-            except asyncio.CancelledError:
-                if granted.done() and not granted.cancelled():
-                    self._release()  # granted just as it was cancelled: pass the slot on
-                raise
+            return
+        granted = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-expected, order, granted))
         try:
-            yield
-        finally:
-            self._release()
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release()  # granted just as it was cancelled: pass the slot on
+            raise
 
     def _release(self) -> None:
         while self._waiting:
@@ -204,6 +203,19 @@ class _Slots:
                 granted.set_result(None)
                 return
         self._free += 1
+
+
+@dataclass
+class _Hold:
+    slots: _Slots
+    expected: float
+    order: int
+
+    async def __aenter__(self) -> None:
+        await self.slots._acquire(self.expected, self.order)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.slots._release()
 
 
 class _ServiceLock:

@@ -306,7 +306,9 @@ def test_a_baseline_flags_a_regression_percentile_by_percentile(
     bad = cli(
         "load", "cache", "--sandbox", "--rate", "200", "--duration", "1", "--compare", str(base)
     )
-    assert bad.code == 1 and "the baseline's workload is 'cache_aside'" in bad.stdout
+    assert bad.code == 2 and bad.stderr.strip() == (
+        f"--compare {base}: the baseline's workload is 'cache_aside', this run's is 'get_set'"
+    )
 
 
 # --- every workload on its kind's own client ---------------------------------------------------

@@ -15,6 +15,8 @@ from stackprobe.load.slo import judge, targets_json, window_s
 from stackprobe.load.timeline import Timeline
 
 TOP_ERROR_KINDS = 10
+OPEN_LOOP = "open-loop constant rate"
+CLOSED_LOOP = "closed-loop maximum throughput"
 
 
 def figures(hist: Histogram, ops: int, errors: int, seconds: float) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def analyse(timeline: Timeline, profile: Profile, targets: SloTargets | None) ->
     service_slo = judge(targets, service_figures) if targets is not None else None
     rate_short = bool(profile.rate and overall["rate"] < profile.rate * (1 - engine.RATE_TOLERANCE))
     evidence = {
-        "mode": "open-loop constant rate" if profile.rate else "closed-loop maximum throughput",
+        "mode": OPEN_LOOP if profile.rate else CLOSED_LOOP,
         "profile": {
             "rate": profile.rate,
             "duration_s": profile.duration,

@@ -68,7 +68,9 @@ def _request(
     **kwargs: Any,
 ) -> LoadRequest:
     """The request, every argument checked (ConfigError, one line, exit 2)."""
-    from stackprobe.load.baseline import read_baseline  # the engine loads only for `load`
+    from stackprobe.load.analysis import CLOSED_LOOP, OPEN_LOOP  # the engine loads only for `load`
+    from stackprobe.load.baseline import read_baseline, require_comparable
+    from stackprobe.load.workload import find_workload
     from stackprobe.services.stack_load import LoadRequest
 
     if service not in stack.services:
@@ -81,12 +83,18 @@ def _request(
     seconds = _seconds("--duration", duration)
     if not 0 < seconds <= MAX_DURATION:
         raise ConfigError(f"--duration: {duration} is not between 0 and {MAX_DURATION:g} s (1h)")
+    chosen = find_workload(service, stack.service(service).kind, kwargs.get("workload"))
     compare = kwargs.get("compare")
+    document = None
+    if compare is not None:
+        document = read_baseline(compare)
+        mode = CLOSED_LOOP if maximum else OPEN_LOOP
+        require_comparable(compare, document, stack.service(service).kind, chosen.name, mode)
     return LoadRequest(
         service=service,
         rate=None if maximum else (rate or LOW_RATE),
         duration=seconds,
-        compare_document=read_baseline(compare) if compare else None,
+        compare_document=document,
         **kwargs,
     )
 

@@ -44,7 +44,6 @@ from stackprobe.load.analysis import Analysis, analyse
 from stackprobe.load.baseline import (
     baseline_document,
     regressions,
-    require_comparable,
     save_baseline,
 )
 from stackprobe.load.distributed import run_distributed
@@ -202,13 +201,6 @@ async def run_request(ctx: CheckContext[StackView], request: LoadRequest, chosen
         ctx.evidence["workers"] = _workers(timeline, request)
     found: list[str] = []
     if request.compare_document is not None and request.compare is not None:
-        require_comparable(
-            request.compare,
-            request.compare_document,
-            ctx.evidence["kind"],
-            chosen.name,
-            analysis.evidence["mode"],
-        )
         found, table = regressions(request.compare_document, analysis.overall, request.threshold)
         ctx.evidence["baseline"] = {
             "file": str(request.compare),
