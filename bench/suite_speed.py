@@ -10,7 +10,8 @@ check durations, and the framework's overhead per check against the raw client c
    duration / slowest (the target: at most 1.3).
 2. Overhead per check: `--checks` copies of a check that sends one PING, run by the Runner
    one at a time (concurrency 1) against the sandbox's Redis, against the same number of raw
-   `await client.ping()` calls on the same client: (runner time - raw time) / checks.
+   `await client.ping()` calls on the same client: (runner time - raw time) / checks; and the
+   runner alone: as many checks that do nothing, on a kind with no I/O.
 
 Prints a table and, with --json, writes the figures. Only services this script started are
 touched; the sandbox stops at the end.
@@ -27,10 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from stackprobe.check import CheckContext, CheckSpec
+from stackprobe.config import ServiceConfig, Stack, StackConfig
+from stackprobe.kinds import Kind, Target
 from stackprobe.loader import load_stack
 from stackprobe.runner import Plan, PlanItem, Runner
 from stackprobe.sandbox.manager import Sandbox
@@ -103,7 +108,33 @@ async def overhead(stack_file: Path, checks: int) -> dict[str, float]:
         "raw_s": round(raw_s, 4),
         "per_check_ms": round((runner_s - raw_s) / checks * 1000, 3),
         "raw_ping_ms": round(raw_s / checks * 1000, 3),
+        "noop_check_ms": round(await noop_overhead(stack, checks) * 1000, 3),
     }
+
+
+async def noop_overhead(stack: Stack, checks: int) -> float:
+    """Seconds per check of the runner alone: a check that does nothing, on a kind whose
+    client is a string (no I/O at all), `checks` of them one at a time."""
+
+    @asynccontextmanager
+    async def connect(target: Target) -> AsyncIterator[str]:
+        yield "client"
+
+    kind: Kind[str] = Kind(name="noop", description="", capabilities=("a",), connect=connect)
+
+    async def nothing(ctx: CheckContext[Any]) -> str:
+        return "ok"
+
+    spec = CheckSpec(kind="noop", capability="a", name="nothing", title="nothing", fn=nothing)
+    services = {"s": ServiceConfig(kind="noop", url="noop://h")}
+    plan = Plan(
+        stack=Stack(path=stack.path, config=StackConfig(services=services)),
+        items=tuple(PlanItem(spec, "s") for _ in range(checks)),
+        services={"s": ("noop", ("a",))},
+    )
+    started = time.perf_counter()
+    await Runner(plan, kinds={"noop": kind}, concurrency=1).run()
+    return (time.perf_counter() - started) / checks
 
 
 def main() -> int:
@@ -147,7 +178,7 @@ def main() -> int:
         f"sum of checks {median['sum_s']:.2f} s; wall/slowest {median['wall_over_slowest']:.2f}, run/slowest {median['duration_over_slowest']:.2f}"
     )
     print(f"overhead per check (runner, concurrency 1, {per_check['checks']} checks): {per_check['per_check_ms']:.3f} ms "
-          f"beside a raw PING of {per_check['raw_ping_ms']:.3f} ms")  # fmt: skip
+          f"beside a raw PING of {per_check['raw_ping_ms']:.3f} ms; a check that does nothing costs {per_check['noop_check_ms']:.3f} ms")  # fmt: skip
     figures = {"runs": runs, "median": median, "overhead": per_check}
     print(json.dumps(figures, indent=2))
     if args.json:
