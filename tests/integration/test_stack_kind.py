@@ -48,6 +48,7 @@ def test_the_sandbox_stack_file_has_a_stack_service_whose_checks_pass(
     assert {c: r.outcome.value for c, r in by.items()} == {
         "stack.service-health.all_alive": "passed",
         "stack.dependencies.depends_on_up": "passed",
+        "stack.load.slo_smoke": "passed",  # the sandbox's cache declares an slo:
     }, [r.message for r in by.values()]
     health = by["stack.service-health.all_alive"].evidence["services"]
     assert set(health) == {"cache", "worker"}
@@ -55,6 +56,7 @@ def test_the_sandbox_stack_file_has_a_stack_service_whose_checks_pass(
     assert result.coverage.services["stack"].capabilities == {
         "service-health": "passed",
         "dependencies": "passed",
+        "load": "passed",
     }
 
 
@@ -123,6 +125,7 @@ def test_restart_keeps_the_pid_file_honest_and_up_repairs_a_frozen_process(
     frozen = process.pid
     assert frozen is not None
     os.killpg(frozen, signal.SIGSTOP)  # as a killed fault injection would leave it
+    eventually(lambda: process.frozen() or None, timeout=5, what="redis stopped by SIGSTOP")
     small_sandbox.up()
     assert process.pid == frozen and not process.frozen() and process.ready()
 

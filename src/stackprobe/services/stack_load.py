@@ -159,7 +159,11 @@ async def _telemetry(
             else f"several collectors ({', '.join(collectors)}): none picked",
         }
         return None
-    collector = await ctx.open(collectors[0])
+    try:
+        collector = await ctx.open(collectors[0])
+    except Exception as exc:  # noqa: BLE001 - telemetry is best effort: the load goes on
+        ctx.evidence["telemetry"] = {"exported": False, "why": f"{collectors[0]}: {exc}"}
+        return None
     labels = {"run_id": ctx.run_id, "service": service, "workload": workload}
     return LoadTelemetry(
         collector.http, ctx.stack.service(collectors[0]).endpoints["otlp_http"], labels
