@@ -204,6 +204,9 @@ def test_a_worker_that_dies_mid_run_is_reported_and_its_partial_seconds_kept(
     doc = json.loads(out)
     e = evidence(doc)
     assert e["workers"]["reported"] == 2 and len(e["workers"]["lost"]) == 1, err
+    (result,) = doc["results"]
+    assert main.returncode == 1 and result["outcome"] == "error"
+    assert "1 of 2 worker(s) lost mid-run" in result["message"]
     (lost,) = e["workers"]["lost"]
     assert lost in e["lost_workers"]
     partial = [p for p in e["generator"]["processes"] if not p["complete"]]

@@ -328,6 +328,7 @@ def load_worker_command(
 ) -> int:
     """Join a distributed load as a Locust worker: run the share the master sends, against the service as this machine's stack file configures it. Exit 0 after the master quits, 2 bad arguments or config."""
     stack = stack_of(config, sandbox)
-    from stackprobe.load.locust.worker import main as worker_main  # Locust only in this process
+    from stackprobe.load.locust.worker import run  # Locust only in this process
 
-    return worker_main(["--master", master, "-c", str(stack.path)])
+    run(["--master", master, "-c", str(stack.path)])  # exits the process when the master quits
+    return 0

@@ -177,14 +177,21 @@ async def run_load(
     gen = Generator(name=name)
     total = profile.total_ops
     interval = 1.0 / profile.rate if profile.rate else 0.0
-    state = {"next": 0, "queued": 0}
+    state = {"next": 0, "queued": 0, "stop": 0}
     cpu0 = time.process_time()
     on_cpu0, waiting0 = busy_seconds()
     t0 = clock() + LEAD_S
     end = t0 + profile.duration
 
+    def swallowed_cancel(exc: Exception) -> None:
+        """A client that turns a cancellation into its own error (redis-py may, mid-read)
+        must not keep the lane running: the cancellation wins."""
+        task = asyncio.current_task()
+        if state["stop"] or (task is not None and task.cancelling()):
+            raise asyncio.CancelledError from exc
+
     async def open_lane(op: Op) -> None:
-        while state["next"] < total:
+        while state["next"] < total and not state["stop"]:
             k = state["next"]
             state["next"] = k + 1
             intended = t0 + k * interval
@@ -195,6 +202,7 @@ async def run_load(
             try:
                 await op()
             except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
+                swallowed_cancel(exc)
                 rec.error(error_kind(exc))
                 continue
             done = clock()
@@ -207,7 +215,7 @@ async def run_load(
                 state["queued"] += 1
 
     async def closed_lane(op: Op) -> None:
-        while state["next"] < total:
+        while state["next"] < total and not state["stop"]:
             start = clock()
             if start >= end:
                 return
@@ -215,6 +223,7 @@ async def run_load(
             try:
                 await op()
             except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
+                swallowed_cancel(exc)
                 rec.error(error_kind(exc))
                 continue
             rec.latency.record(clock() - start)  # closed loop: latency is service time
@@ -241,6 +250,7 @@ async def run_load(
         for _ in pending:
             rec.error(f"no answer within the drain time ({DRAIN_S:g} s after the end)")
     finally:
+        state["stop"] = 1  # a lane that outlives its cancellation claims nothing more
         for task in [*tasks, ticking]:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

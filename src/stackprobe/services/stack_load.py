@@ -21,6 +21,7 @@ The verdict:
     generator bound and the rate asked for not reached                     error
     rate more than 5 % short of the target (generator not bound)           failed
     a regression against --compare                                         failed
+    a Locust worker lost mid-run (its partial seconds kept)                error
     otherwise                                                              passed (saying when
                                                                            the generator was
                                                                            bound: upper bounds)
@@ -222,6 +223,13 @@ async def run_request(ctx: CheckContext[StackView], request: LoadRequest, chosen
         )
         save_baseline(request.save_baseline, document)
         ctx.evidence["baseline_saved"] = str(request.save_baseline)
+    lost = ctx.evidence.get("lost_workers") or {}
+    if lost:
+        raise ServiceError(
+            f"{len(lost)} of {request.workers} worker(s) lost mid-run ("
+            + "; ".join(f"{k}: {v}" for k, v in lost.items())
+            + f"): the load was not applied as asked; what they sent is kept: {headline(analysis, request.profile)}"
+        )
     return verdict(analysis, request.profile, found)
 
 

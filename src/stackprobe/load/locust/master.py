@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop(*_: Any) -> None:
         master.stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    gevent.signal_handler(signal.SIGTERM, stop)  # gevent's watchers, as in worker.py
+    gevent.signal_handler(signal.SIGINT, stop)
     emit({"listening": port})
     joined_by = time.monotonic() + JOIN_TIMEOUT
     while len(runner.clients.ready) < args.workers and not master.stopping:

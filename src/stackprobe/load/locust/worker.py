@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import queue
 import signal
 import sys
@@ -157,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     runner = environment.create_worker_runner(host, port)
     worker.runner = runner
     runner.register_message(MSG_PROFILE, worker.on_profile)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    # gevent's own watchers: a Python-level handler waits for the main thread to run Python
+    # code again, which the hub's C loop may not do soon (one SIGTERM was seen lost that way)
+    gevent.signal_handler(signal.SIGTERM, worker.stop)
+    gevent.signal_handler(signal.SIGINT, worker.stop)
     while len(runner.greenlet):  # a gevent Group: empty once the master said quit
         runner.greenlet.join(timeout=0.1)
         if worker.stopping and (worker.thread is None or not worker.thread.is_alive()):
@@ -168,5 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> None:
+    """main(), then a hard exit: the load and its cleanups are done and the messages sent,
+    and tearing down ZeroMQ's context may block on a master that is gone (seen here)."""
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
