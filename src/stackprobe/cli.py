@@ -44,6 +44,7 @@ from stackprobe.frontend import (
     use_color,
     write_output,
 )
+from stackprobe.load.commands import load_command, load_worker_command
 from stackprobe.report import RENDERERS
 from stackprobe.report.matrix import (
     render_matrix_json,
@@ -56,7 +57,7 @@ from stackprobe.results import RunResult
 from stackprobe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Selection, make_plan
 from stackprobe.sandbox.manager import Sandbox
 from stackprobe.state import state_dir
-from stackprobe.store import latest_result_path
+from stackprobe.store import last_durations, latest_result_path
 from stackprobe.wait import wait_stack
 
 EXIT_CODES = """Exit codes: 0 all passed (skips and warnings allowed); 1 a check failed or errored;
@@ -80,6 +81,8 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(compose_app, name="compose")
 app.add_typer(scenario_app, name="scenario")
 app.command("discover")(discover_command)
+app.command("load")(load_command)
+app.command("load-worker")(load_worker_command)
 
 _debug = False
 
@@ -194,6 +197,7 @@ def run(
         timeout=timeout,
         deadline=deadline,
         concurrency=concurrency,
+        expected=last_durations(stack.name),
     )
     return _coverage_gate(result, fail_under, result.exit_code)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stackprobe.durations import DurationText, parse_duration
 from stackprobe.errors import ConfigError
 from stackprobe.redact import Redactor
 
@@ -50,6 +51,46 @@ class LogsRef(BaseModel):
     command: list[str] | None = None
 
 
+class SloTargets(BaseModel):
+    """What a service must do under load (`stackprobe load`): each bound is checked per
+    `window` of the run and over the whole run; a breach in any window fails the verdict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p50_ms: float | None = Field(default=None, gt=0)
+    p90_ms: float | None = Field(default=None, gt=0)
+    p99_ms: float | None = Field(default=None, gt=0)
+    p999_ms: float | None = Field(default=None, gt=0)
+    max_ms: float | None = Field(default=None, gt=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)  # errors / operations
+    min_rate: float | None = Field(default=None, gt=0)  # completed operations per second
+    window: DurationText | None = None  # default 10s; whole seconds
+
+    @field_validator("window")
+    @classmethod
+    def _whole_seconds(cls, window: str | None) -> str | None:
+        if window is not None:
+            seconds = parse_duration(window)
+            if seconds < 1 or seconds != int(seconds):
+                raise ValueError(f"{window!r} must be a whole number of seconds, at least 1s")
+        return window
+
+
+class Slo(SloTargets):
+    """`slo:` of a service: bounds for every workload, and per workload (`workloads:
+    {get_set: {p99_ms: 2}}`), whose fields replace the service-wide ones."""
+
+    workloads: dict[str, SloTargets] = Field(default_factory=dict)
+
+    def for_workload(self, workload: str) -> SloTargets:
+        """The bounds that apply to one workload: its own fields over the service-wide ones."""
+        base = self.model_dump(exclude={"workloads"})
+        own = self.workloads.get(workload)
+        if own is not None:
+            base.update(own.model_dump(exclude_none=True))
+        return SloTargets.model_validate(base)
+
+
 class ServiceConfig(BaseModel):
     """One service of the stack, as written in the stack file (after interpolation)."""
 
@@ -73,6 +114,7 @@ class ServiceConfig(BaseModel):
     container: str | None = None
     toxiproxy: ToxiproxyRef | None = None
     logs: LogsRef | None = None  # where its log is, when it is neither the sandbox's nor Docker's
+    slo: Slo | None = None  # bounds under load (`stackprobe load`), validated at load
 
 
 class StackConfig(BaseModel):
@@ -407,7 +449,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _pydantic_msg(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        known = [*ServiceConfig.model_fields, *StackConfig.model_fields]
+        known = [*ServiceConfig.model_fields, *StackConfig.model_fields, *Slo.model_fields]
         close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         return f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
     if kind == "missing":
@@ -415,6 +457,8 @@ def _pydantic_msg(err: Any) -> str:
     if kind == "literal_error":
         return f"{err['msg'].lower()}, got {err['input']!r}"
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{msg} (got {err['input']!r})"
     if not kind.endswith("_type"):
         return msg
     field = str(err["loc"][-1]) if err["loc"] else ""

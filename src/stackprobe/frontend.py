@@ -5,9 +5,12 @@ run result. The verbs of cli.py and of each area's commands module use these."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,20 +131,32 @@ def execute(
     output: Path | None,
     stack_arg: str | None = None,
     log_lines: int = LOG_LINES,
+    *,
+    live: AbstractContextManager[Any] | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    appendix: Callable[[RunResult], str] | None = None,
     **runner: Any,
 ) -> RunResult:
     """Run a plan with live progress, save its result, write the report (redacted), and say
     the summary on stderr when the report is not the text on a terminal. In CI, append the
     verdict and failures to $GITHUB_STEP_SUMMARY, and end the text report with the failures
-    grouped per service with a rerun command. The caller turns `result.exit_code` into the
-    command's exit code."""
-    with LiveProgress(enabled=sys.stderr.isatty()) as progress:
-        runner.setdefault("on_wait", say_wait)
-        result = asyncio.run(Runner(plan, progress=progress, log_lines=log_lines, **runner).run())
+    grouped per service with a rerun command. A verb with its own live display (`load`) gives
+    it as `live`, its event loop as `loop_factory` and tables after the text as `appendix`.
+    The caller turns `result.exit_code` into the command's exit code."""
+    progress = LiveProgress(enabled=sys.stderr.isatty() and live is None)
+    runner.setdefault("on_wait", say_wait)
+    with (
+        progress,
+        live or contextlib.nullcontext(),
+        asyncio.Runner(loop_factory=loop_factory) as loop,
+    ):
+        result = loop.run(Runner(plan, progress=progress, log_lines=log_lines, **runner).run())
     saved = save_run(result)
     stack_arg = stack_arg or stack_arg_for(result)
     redactor = Redactor(plan.stack.secrets())
     document = RENDERERS[fmt.value](result, use_color(output))
+    if appendix is not None and fmt is Format.text:
+        document += appendix(result)
     if fmt is Format.text and os.environ.get("CI") == "true" and not sys.stderr.isatty():
         document += failures_by_service(result, stack_arg)
     write_output(redactor.text(document), output)

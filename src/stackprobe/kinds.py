@@ -77,6 +77,9 @@ class Kind(Generic[ClientT]):
     traffic_of: Callable[[Stack, str], tuple[str, ...]] | None = None
     version: Callable[[ClientT], Awaitable[str | None]] | None = None
     liveness: Callable[[ClientT], Awaitable[None]] | None = None
+    # its checks look at the whole stack (the stack kind): an exclusive one runs alone, after
+    # the others, as a disruptive one does (a load's latency must not include other checks)
+    spans_stack: bool = False
     # a service whose liveness probe cannot get an answer gets every check `error` at once;
     # a kind whose checks partly work without the service (compose lint) turns that off
     liveness_gates: bool = True

@@ -18,6 +18,7 @@ from stackprobe.catalog import known_kinds
 from stackprobe.config import ServiceConfig, Stack, StackConfig, Typed, parse_stack
 from stackprobe.errors import ConfigError
 from stackprobe.kinds import Kind
+from stackprobe.load.workload import slo_problems
 from stackprobe.services import stack as stack_kind
 
 
@@ -71,6 +72,8 @@ def _check_services(
         problems += [f"{where}.{p}" for p in kind.validate(svc)]
         if kind.check_config is not None:
             problems += [f"{where}.{p}" for p in kind.check_config(name, config)]
+        if svc.slo is not None:
+            problems += [f"{where}.{p}" for p in slo_problems(svc.kind, list(svc.slo.workloads))]
         for dep in svc.depends_on:
             if dep not in config.services:
                 problems.append(f"{where}.depends_on: no service named {dep!r} in this stack")

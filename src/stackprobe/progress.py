@@ -1,34 +1,38 @@
-"""Live progress on stderr while checks run; silent when stderr is not a terminal (rule 8)."""
+"""Live progress on stderr while checks or a load run; silent when stderr is not a terminal
+(rule 8)."""
 
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
 from stackprobe.check import Outcome
+from stackprobe.load.engine import Tick
 from stackprobe.results import CheckResult
 from stackprobe.runner import PlanItem
 
 
-class LiveProgress:
-    """A rich progress bar: checks done of total, failures so far, the check that just ended."""
+class _Bar:
+    """A transient rich progress bar on stderr: `label`, the bar, `columns`, the elapsed time
+    and a description."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, label: str, *columns: ProgressColumn) -> None:
         self.enabled = enabled
-        self._failed = 0
         self._progress = Progress(
-            TextColumn("[bold]checks"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            *columns,
             TimeElapsedColumn(),
             TextColumn("{task.description}"),
             console=Console(stderr=True),
@@ -37,7 +41,7 @@ class LiveProgress:
         )
         self._task: TaskID | None = None
 
-    def __enter__(self) -> LiveProgress:
+    def __enter__(self) -> Self:
         self._progress.__enter__()
         return self
 
@@ -48,6 +52,14 @@ class LiveProgress:
         tb: TracebackType | None,
     ) -> None:
         self._progress.__exit__(exc_type, exc, tb)
+
+
+class LiveProgress(_Bar):
+    """Checks done of total, failures so far, the check that just ended."""
+
+    def __init__(self, enabled: bool) -> None:
+        super().__init__(enabled, "checks", MofNCompleteColumn())
+        self._failed = 0
 
     def started(self, total: int) -> None:
         self._task = self._progress.add_task("", total=total)
@@ -63,4 +75,26 @@ class LiveProgress:
         failed = f"[red]{self._failed} not passed[/] " if self._failed else ""
         self._progress.update(
             self._task, advance=1, description=f"{failed}{result.check} [{result.service}]"
+        )
+
+
+class LoadProgress(_Bar):
+    """A load's elapsed time of its duration, the last second's rate, p50 and p99, and the
+    errors so far (`tick` is the engine's on_tick hook)."""
+
+    def __init__(self, enabled: bool, duration: float) -> None:
+        super().__init__(enabled, "load")
+        self._task = self._progress.add_task("starting", total=duration)
+        self.duration = duration
+
+    def tick(self, tick: Tick) -> None:
+        assert self._task is not None
+        target = f"/{tick.target_rate:g}" if tick.target_rate else ""
+        self._progress.update(
+            self._task,
+            completed=min(self.duration, tick.elapsed_s),
+            description=(
+                f"{tick.ops + tick.errors}{target} ops/s · p50 {tick.p50_ms:g} ms · "
+                f"p99 {tick.p99_ms:g} ms · {tick.total_errors} error(s)"
+            ),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -175,6 +176,54 @@ def lock_names(
     return sorted(names.items())
 
 
+class _Slots:
+    """`concurrency` checks at once; a freed slot goes to the waiting check expected to take
+    longest (its duration in the last saved runs), so the slowest checks do not start last
+    and stretch the run (ties and unknown durations: plan order)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = max(1, size)
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+
+    def hold(self, expected: float, order: int) -> _Hold:
+        """`async with slots.hold(expected_seconds, plan_index):` one slot."""
+        return _Hold(self, expected, order)
+
+    async def _acquire(self, expected: float, order: int) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        granted = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-expected, order, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release()  # granted just as it was cancelled: pass the slot on
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, granted = heapq.heappop(self._waiting)
+            if not granted.done():
+                granted.set_result(None)
+                return
+        self._free += 1
+
+
+@dataclass
+class _Hold:
+    slots: _Slots
+    expected: float
+    order: int
+
+    async def __aenter__(self) -> None:
+        await self.slots._acquire(self.expected, self.order)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.slots._release()
+
+
 class _ServiceLock:
     """Many ordinary checks at once, or one exclusive check alone, per service."""
 
@@ -218,12 +267,15 @@ class Runner:
     wait: float = 0.0  # seconds to wait for every service to be alive before the checks
     on_wait: Callable[[str, str], None] | None = None  # (service, what it waits for)
     log_lines: int = 0  # the last lines of a failing service's log in the result (0: none)
+    # `check[service]` -> seconds it took last time (store.last_durations): slowest first
+    expected: Mapping[str, float] = field(default_factory=dict)
     _stop_reason: str | None = None
     _results: dict[int, CheckResult] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
     _connect_errors: dict[str, str] = field(default_factory=dict)
     _versions: dict[str, str | None] = field(default_factory=dict)
     _waited: dict[str, float] = field(default_factory=dict)
+    _connecting: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._redactor = Redactor(self.plan.stack.secrets())
@@ -313,10 +365,16 @@ class Runner:
         if not phases.done() and not phases.cancelling():
             phases.cancel()
 
+    def _alone(self, item: PlanItem) -> bool:
+        """Runs with no other check: disruptive (stopping a service must not fail others),
+        or exclusive on a kind that spans the stack (a load measures the whole machine)."""
+        spec = item.spec
+        return spec.disruptive or (spec.exclusive and self._kinds[spec.kind].spans_stack)
+
     async def _phases(self) -> None:
-        """Connect, run the ordinary checks concurrently, then each disruptive check alone:
-        a check that stops or restarts a service must not make other checks fail."""
-        sem = asyncio.Semaphore(max(1, self.concurrency))
+        """Connect, run the ordinary checks concurrently, then each check that must run
+        alone (`_alone`), one at a time."""
+        sem = _Slots(self.concurrency)
         locks: dict[str, _ServiceLock] = defaultdict(_ServiceLock)
         async with AsyncExitStack() as exits:
             if self.services is None:
@@ -325,24 +383,30 @@ class Runner:
                 )
             if self.wait > 0:
                 await self._wait_ready()
-            await asyncio.gather(
-                *(self._connect(n) for n in self.plan.services if n not in self._connect_errors)
-            )
+            # each service's checks start once *it* is open and alive: one slow liveness
+            # probe (a Celery ping waits for its replies) does not hold back the others
+            self._connecting = {
+                name: asyncio.create_task(self._connect(name))
+                for name in self.plan.services
+                if name not in self._connect_errors  # not ready after --wait
+            }
             items = list(enumerate(self.plan.items))
-            ordinary = [(i, it) for i, it in items if not it.spec.disruptive]
+            ordinary = [(i, it) for i, it in items if not self._alone(it)]
             tasks = [
                 asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))
                 for i, it in ordinary
             ]
             try:
+                await asyncio.gather(*self._connecting.values())
                 await asyncio.gather(*tasks)
                 for i, it in items:
-                    if it.spec.disruptive:
-                        tasks = [
-                            asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))
-                        ]
-                        await tasks[0]
+                    if not self._alone(it):
+                        continue
+                    tasks = [asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))]
+                    await tasks[0]
             except asyncio.CancelledError:
+                for connecting in self._connecting.values():
+                    connecting.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)  # their cleanups run
                 raise
 
@@ -389,11 +453,24 @@ class Runner:
         self,
         index: int,
         item: PlanItem,
-        sem: asyncio.Semaphore,
+        sem: _Slots,
         holds: list[tuple[_ServiceLock, bool]],
     ) -> None:
         spec = item.spec
         timeout = self.timeout or spec.timeout or DEFAULT_TIMEOUT
+        connecting = self._connecting.get(item.service)
+        if connecting is not None:
+            try:
+                await asyncio.shield(connecting)
+            except asyncio.CancelledError:
+                reason = self._stop_reason or "interrupted"
+                message = (
+                    "interrupted before it started"
+                    if reason == "interrupted"
+                    else f"{reason} reached before it started"
+                )
+                self._finish(index, item, Outcome.ERROR, message, {}, time.monotonic())
+                raise
         started = time.monotonic()
         if item.service in self._connect_errors:
             self._finish(
@@ -404,7 +481,7 @@ class Runner:
         outcome, message, evidence = Outcome.ERROR, "", {}
         acquired: list[tuple[_ServiceLock, bool]] = []
         try:
-            async with sem:
+            async with sem.hold(self.expected.get(f"{spec.id}[{item.service}]", 0.0), index):
                 for lock, exclusive in holds:
                     await lock.acquire(exclusive)
                     acquired.append((lock, exclusive))

@@ -41,3 +41,20 @@ def latest_result_path(root: Path | None = None) -> Path:
 
 def latest_result(root: Path | None = None) -> RunResult:
     return RunResult.load(latest_result_path(root))
+
+
+def last_durations(stack: str, root: Path | None = None, scan: int = 20) -> dict[str, float]:
+    """`check[service]` -> seconds it took in the newest saved runs of `stack` (the newest
+    wins), for the runner to start the slowest checks first; {} when there is none."""
+    runs = sorted(runs_dir(root).glob("*.json"), key=lambda p: p.name, reverse=True)[:scan]
+    durations: dict[str, float] = {}
+    for path in runs:
+        try:
+            result = RunResult.load(path)
+        except ConfigError:
+            continue
+        if result.stack != stack:
+            continue
+        for r in result.results:
+            durations.setdefault(f"{r.check}[{r.service}]", r.duration_s)
+    return durations

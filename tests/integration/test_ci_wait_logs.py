@@ -45,34 +45,40 @@ def write(tmp_path: Path, services: dict[str, Any]) -> Path:
 
 
 def test_run_started_with_sandbox_up_waits_for_it_and_passes(cli: CliRunner) -> None:
-    """`stackprobe sandbox up & stackprobe run --sandbox --wait 60s`, started together."""
+    """`stackprobe sandbox up & stackprobe run --sandbox --wait 60s`: the run is started
+    first (so it surely finds no sandbox yet), `sandbox up` as soon as it says it waits."""
     need_binary("redis-server", "scripts/install-services redis")
     need_binary("consul", "scripts/install-services consul")
-    up = subprocess.Popen(
-        [sys.executable, "-m", "stackprobe", "sandbox", "up"],
-        cwd=cli.cwd,
-        env=cli.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stackprobe", *args], cwd=cli.cwd, env=cli.env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    run = start("run", "--sandbox", "--wait", "60s", "--format", "json", "-o", "r.json")
+    up: subprocess.Popen[str] | None = None
     try:
-        run = cli("run", "--sandbox", "--wait", "60s", "--format", "json", "-o", "r.json",
-                  timeout=300)  # fmt: skip
-        up_out, _ = up.communicate(timeout=120)
-        assert up.returncode == 0, up_out
-        assert run.code == 0, run.stderr + (cli.cwd / "r.json").read_text()
-        assert "wait: sandbox: waiting: no sandbox running" in run.stderr, run.stderr
+        assert run.stderr is not None
+        first = run.stderr.readline()
+        assert first.startswith("wait: sandbox: waiting: no sandbox running in "), first
+        up = start("sandbox", "up")
+        up_out, up_err = up.communicate(timeout=120)
+        assert up.returncode == 0, up_out + up_err
+        _, rest = run.communicate(timeout=300)
+        assert run.returncode == 0, rest + (cli.cwd / "r.json").read_text()
         result = RunResult.load(cli.cwd / "r.json")
         waited = {n: s.waited_s for n, s in result.services.items() if n != "stack"}
         assert all(w is not None for w in waited.values()), waited
         for name, seconds in waited.items():
-            assert f"wait: {name}: ready after {seconds:.1f} s" in run.stderr, run.stderr
-        # it really waited: some service was not alive when the run first probed it
-        assert "waiting: " in run.stderr.replace("wait: sandbox: waiting", ""), run.stderr
+            assert f"wait: {name}: ready after {seconds:.1f} s" in rest, rest
+        # it really waited: the worker starts last, after everything it needs is ready
+        assert "wait: worker: waiting: " in rest, rest
+        assert (waited["worker"] or 0) > max(w or 0 for n, w in waited.items() if n != "worker")
     finally:
-        if up.poll() is None:
-            up.kill()
+        for proc in (run, up):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
         cli("sandbox", "down")
 
 

@@ -52,6 +52,7 @@ def test_the_sandbox_stack_file_has_a_stack_service_whose_checks_pass(
         "stack.service-health.all_alive": "passed",
         "stack.dependencies.depends_on_up": "passed",
         "stack.e2e-flow.synthetic_transaction": "passed",  # Redis and the worker only
+        "stack.load.slo_smoke": "passed",  # the sandbox's cache declares an slo:
     }, [r.message for r in by.values()]
     health = by["stack.service-health.all_alive"].evidence["services"]
     assert set(health) == {"cache", "worker"}
@@ -62,6 +63,7 @@ def test_the_sandbox_stack_file_has_a_stack_service_whose_checks_pass(
         "failover": "not run",  # disruptive: only with --allow-disruption
         "recovery": "not run",
         "e2e-flow": "passed",
+        "load": "passed",
     }
 
 
@@ -130,6 +132,7 @@ def test_restart_keeps_the_pid_file_honest_and_up_repairs_a_frozen_process(
     frozen = process.pid
     assert frozen is not None
     os.killpg(frozen, signal.SIGSTOP)  # as a killed fault injection would leave it
+    eventually(lambda: process.frozen() or None, timeout=5, what="redis stopped by SIGSTOP")
     small_sandbox.up()
     assert process.pid == frozen and not process.frozen() and process.ready()
 

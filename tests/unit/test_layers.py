@@ -15,10 +15,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "errors", "durations", "state", "redact", "ids", "urls", "config", "explain", "http",
         "otlp", "dns", "check", "httpserver",
     ),
-    "kinds": ("kinds", "services", "compose", "resilience", "flow", "flow_probe"),  # compose: the compose kind's library
+    "kinds": ("kinds", "services", "compose", "resilience", "flow", "flow_probe", "load"),  # the compose library, the load engine
     "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover", "resilience.restore",
                "report", "sandbox", "testing", "progress", "wait", "logs"),
-    "front": ("cli", "frontend", "pytest_plugin", "monitor", "compose.commands", "resilience.commands", "flow_commands", "__main__", "__init__"),
+    "front": ("cli", "frontend", "pytest_plugin", "monitor", "compose.commands", "resilience.commands", "flow_commands",
+              "load.commands", "load.locust", "__main__", "__init__"),
 }  # fmt: skip
 ORDER = list(LAYERS)
 

@@ -1,8 +1,9 @@
 """One self-contained HTML file to share a run: no external assets, readable offline and printed.
 
 Summary, the coverage matrix as a heatmap, failures first with their evidence and the command
-that reruns them, results per service, check timings as an inline SVG bar chart, and the
-versions of the stack. Styles are inline CSS; the only script opens every evidence block
+that reruns them, the figures of each load result (latency percentiles against the SLO, the
+rate and p99 over time, the SLO windows), results per service, check timings as an inline SVG
+bar chart, and the versions of the stack. Styles are inline CSS; the only script opens every evidence block
 before printing.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from typing import Any
 
 from stackprobe.check import Outcome, Severity
 from stackprobe.coverage import NOT_RUN
@@ -84,6 +86,9 @@ pre { background: var(--panel); border: 1px solid var(--line); border-radius: 4p
   margin: 6px 0; white-space: pre-wrap; word-break: break-word; }
 details summary { cursor: pointer; color: var(--muted); }
 .gaps li { margin: 3px 0; }
+svg.load text { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 11px; fill: #1d2026; }
+svg.load .axis { stroke: #9aa0a8; stroke-width: 1; }
+.charts { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
 svg.bars text { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 11px; fill: #1d2026; }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 @media print {
@@ -174,6 +179,7 @@ def render_html(result: RunResult, color: bool = False) -> str:
         "</header>",
         *_coverage(result, stack_arg),
         *_failures(result, stack_arg),
+        *_loads(result),
         *_services(result),
         *html_section(result),
         *_timings(result),
@@ -355,3 +361,148 @@ def _versions(result: RunResult) -> list[str]:
         )
     out += ["</table>", "</section>"]
     return out
+
+
+# --- load results ----------------------------------------------------------------------------
+
+LOAD_PERCENTILES = (("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms"), ("max", "max_ms"))  # fmt: skip
+
+
+def is_load(r: CheckResult) -> bool:
+    """A result that carries a load's figures (stack.load.*: overall, seconds, windows)."""
+    return all(k in r.evidence for k in ("overall", "seconds", "windows", "generator"))
+
+
+def _loads(result: RunResult) -> list[str]:
+    loads = [r for r in result.results if is_load(r)]
+    if not loads:
+        return []
+    out = ['<section id="load">', "<h2>Load</h2>"]
+    for r in loads:
+        e = r.evidence
+        o = e["overall"]
+        target = f" of {o['target_rate']:g} asked" if o.get("target_rate") else " (maximum)"
+        gen = e["generator"]
+        out += [
+            f"<h3>{escape(str(e.get('service')))} · {escape(str(e.get('workload')))} · "
+            f"{escape(str(e.get('mode')))} {_pill(_label(r))}</h3>",
+            f"<p>{o['rate']:g} ops/s{escape(target)} · {o['attempts']} operations · "
+            f"errors {o['errors']} ({o['error_rate']:.3%}) · latency from each operation's "
+            "intended start (coordinated omission corrected)</p>",
+        ]
+        if gen.get("bound") or gen.get("limited_by"):
+            kind = "generator-bound" if gen.get("bound") else f"{gen['limited_by']}-bound"
+            out.append(
+                f'<p class="failure warning"><b>{escape(kind)}</b>: {escape(str(gen.get("reason")))}</p>'
+            )
+        out.append('<div class="charts">')
+        out.append(_percentile_chart(o, (e.get("slo") or {}).get("targets") or {}))
+        out.append(_rate_chart(e["seconds"], o.get("target_rate")))
+        out.append("</div>")
+        out.append(_windows_table(e))
+    out.append("</section>")
+    return out
+
+
+def _percentile_chart(overall: dict[str, Any], targets: dict[str, Any]) -> str:
+    """Horizontal bars p50 ... max in ms, with each SLO bound as a dashed line."""
+    label_w, bar_w, row_h, top = 60, 300, 22, 8
+    values = [
+        (name, float(overall.get(key, 0) or 0), targets.get(key)) for name, key in LOAD_PERCENTILES
+    ]
+    scale = max([v for _, v, _ in values] + [float(t) for _, _, t in values if isinstance(t, int | float)] + [1e-3])  # fmt: skip
+    height = top + row_h * len(values) + 22
+    width = label_w + bar_w + 90
+    parts = [
+        f'<svg class="load" xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" aria-label="latency percentiles in milliseconds">'
+    ]
+    for i, (name, value, bound) in enumerate(values):
+        y = top + i * row_h
+        w = max(1.0, bar_w * value / scale)
+        over = isinstance(bound, int | float) and value > float(bound)
+        fill = BAR_COLORS["failed"] if over else BAR_COLORS["passed"]
+        parts.append(
+            f"<g><title>{name}: {value:g} ms</title>"
+            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{name}</text>'
+            f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}" rx="2" fill="{fill}"/>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}">{value:g} ms</text></g>'
+        )
+        if isinstance(bound, int | float):
+            x = label_w + bar_w * float(bound) / scale
+            parts.append(
+                f'<line x1="{x:.1f}" y1="{y + 1}" x2="{x:.1f}" y2="{y + row_h - 1}" stroke="#1d2026" '
+                f'stroke-dasharray="3,2"><title>SLO {name} ≤ {float(bound):g} ms</title></line>'
+            )
+    parts.append(f'<text x="{label_w}" y="{height - 6}">latency (ms); dashed: the SLO bound</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _rate_chart(seconds: list[dict[str, float]], target: object) -> str:
+    """Operations per second (bars) and the p99 of each second (line), with the target rate."""
+    left, plot_w, plot_h, top = 48, 420, 150, 10
+    width, height = left + plot_w + 80, top + plot_h + 34
+    n = max(1, len(seconds))
+    peak_rate = max([float(s["rate"]) for s in seconds] + ([float(target)] if isinstance(target, int | float) else []) + [1.0])  # fmt: skip
+    peak_p99 = max([float(s["p99_ms"]) for s in seconds] + [1e-3])
+    step = plot_w / n
+    parts = [
+        f'<svg class="load" xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" aria-label="operations per second and p99 over time">',
+        f'<line class="axis" x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}"/>',
+        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}"/>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{peak_rate:g}</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>',
+        f'<text x="{left + plot_w + 4}" y="{top + 8}">{peak_p99:g} ms</text>',
+    ]
+    for i, s in enumerate(seconds):
+        h = plot_h * float(s["rate"]) / peak_rate
+        x = left + i * step
+        fill = BAR_COLORS["failed"] if s.get("errors") else BAR_COLORS["passed"]
+        parts.append(
+            f'<rect x="{x + 0.5:.1f}" y="{top + plot_h - h:.1f}" width="{max(1.0, step - 1):.1f}" '
+            f'height="{h:.1f}" fill="{fill}" opacity="0.75"><title>second {s["t"]}: {s["rate"]:g} ops/s, '
+            f"{s.get('errors', 0)} error(s), p50 {s['p50_ms']:g} ms, p99 {s['p99_ms']:g} ms</title></rect>"
+        )
+    points = " ".join(
+        f"{left + (i + 0.5) * step:.1f},{top + plot_h - plot_h * float(s['p99_ms']) / peak_p99:.1f}"
+        for i, s in enumerate(seconds)
+    )
+    if points:
+        parts.append(
+            f'<polyline points="{points}" fill="none" stroke="{BAR_COLORS["error"]}" stroke-width="2"/>'
+        )
+    if isinstance(target, int | float):
+        y = top + plot_h - plot_h * float(target) / peak_rate
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#1d2026" '
+            f'stroke-dasharray="4,3"><title>target {float(target):g} ops/s</title></line>'
+        )
+    parts.append(
+        f'<text x="{left}" y="{height - 6}">ops/s per second (bars; red: with errors), '
+        "p99 (line), target (dashed)</text>"
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _windows_table(e: dict[str, object]) -> str:
+    slo = e.get("slo") or {}
+    windows = e.get("windows") or []
+    assert isinstance(slo, dict) and isinstance(windows, list)
+    has_slo = bool(slo.get("targets"))
+    rows = [
+        f"<table><tr><th>SLO window ({slo.get('window_s')} s)</th><th>ops/s</th><th>p50 ms</th>"
+        "<th>p99 ms</th><th>max ms</th><th>errors</th><th>verdict</th></tr>"
+    ]
+    for i, w in enumerate(windows, 1):
+        verdict = ("passed" if w["passed"] else "failed") if has_slo else "not run"
+        said = "; ".join(w["breaches"]) if w["breaches"] else ""
+        rows.append(
+            f"<tr><td>{i} ({w['start_s']}–{w['end_s']:g} s)</td><td>{w['rate']:g}</td>"
+            f"<td>{w['p50_ms']:g}</td><td>{w['p99_ms']:g}</td><td>{w['max_ms']:g}</td>"
+            f"<td>{w['errors']}</td><td>{_pill(verdict)} {escape(said)}</td></tr>"
+        )
+    rows.append("</table>")
+    return "".join(rows)

@@ -552,6 +552,27 @@ def _paths(paths: set[tuple[str, ...]]) -> str:
 async def check_graph(ctx: CheckContext[ArangoClient]) -> str:
     client = ctx.client
     db = await workspace(ctx, "graph")
+    graph, vertices, keys = await probe_graph(ctx, db)
+    started = time.perf_counter()
+    cursor = await client.aql(TRAVERSAL, {"start": f"{vertices}/a", "graph": graph}, db=db)
+    ctx.evidence["traversal_ms"] = ms(time.perf_counter() - started)
+    seen = {tuple(path) for path in cursor.get("result") or []}
+    ctx.evidence.update(
+        graph=graph, vertices=len(keys), edges=len(EDGES), paths=sorted("→".join(p) for p in seen)
+    )
+    if seen != EXPECTED_PATHS or len(cursor.get("result") or []) != len(EXPECTED_PATHS):
+        missing, unexpected = EXPECTED_PATHS - seen, seen - EXPECTED_PATHS
+        raise CheckFailed(
+            f"traversal {TRAVERSAL!r} from a: expected paths {_paths(EXPECTED_PATHS)}; "
+            f"saw {_paths(seen)} (missing: {_paths(missing)}; unexpected: {_paths(unexpected)})"
+        )
+    return f"{len(seen)} paths as expected (depth ≤ 3, direction kept) in {ctx.evidence['traversal_ms']} ms"
+
+
+async def probe_graph(ctx: CheckContext[ArangoClient], db: str) -> tuple[str, str, list[str]]:
+    """The probe graph of EDGES in `db` (dropped by name afterwards): (graph, vertex
+    collection, vertex keys); CheckFailed when ArangoDB does not build it as asked."""
+    client = ctx.client
     graph = ctx.name("graph")
     vertices = ctx.name("graph-vertices")
     edges = ctx.name("graph-edges")
@@ -588,20 +609,7 @@ async def check_graph(ctx: CheckContext[ArangoClient]) -> str:
         )
         if response.status_code not in (201, 202):
             raise CheckFailed(f"edge {source}→{target} through the graph API: expected HTTP 201/202, saw {_said(response)}")  # fmt: skip
-    started = time.perf_counter()
-    cursor = await client.aql(TRAVERSAL, {"start": f"{vertices}/a", "graph": graph}, db=db)
-    ctx.evidence["traversal_ms"] = ms(time.perf_counter() - started)
-    seen = {tuple(path) for path in cursor.get("result") or []}
-    ctx.evidence.update(
-        graph=graph, vertices=len(keys), edges=len(EDGES), paths=sorted("→".join(p) for p in seen)
-    )
-    if seen != EXPECTED_PATHS or len(cursor.get("result") or []) != len(EXPECTED_PATHS):
-        missing, unexpected = EXPECTED_PATHS - seen, seen - EXPECTED_PATHS
-        raise CheckFailed(
-            f"traversal {TRAVERSAL!r} from a: expected paths {_paths(EXPECTED_PATHS)}; "
-            f"saw {_paths(seen)} (missing: {_paths(missing)}; unexpected: {_paths(unexpected)})"
-        )
-    return f"{len(seen)} paths as expected (depth ≤ 3, direction kept) in {ctx.evidence['traversal_ms']} ms"
+    return graph, vertices, keys
 
 
 # --- query-performance -----------------------------------------------------------------------

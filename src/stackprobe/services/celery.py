@@ -228,8 +228,9 @@ async def _connect(target: Target) -> AsyncIterator[CeleryClient]:
 
 
 async def _version(client: CeleryClient) -> str | None:
-    """The Celery version the live workers report."""
-    inspect = client.app.control.inspect(timeout=PING_TIMEOUT)
+    """The Celery version the first live worker reports (`limit=1`: no waiting out the
+    whole timeout for replies that may never come)."""
+    inspect = client.app.control.inspect(timeout=PING_TIMEOUT, limit=1)
     reports = await client.broadcast(inspect.report) or {}
     for report in reports.values():
         for line in str(report.get("ok", "")).splitlines():

@@ -748,6 +748,35 @@ def _instant_value(result: dict[str, Any]) -> float | None:
     return None
 
 
+async def query_through(client: GrafanaClient, uid: str, name: str) -> None:
+    """One panel query (`POST /api/ds/query`, instant `vector(<nonce>)`) through the Prometheus
+    datasource `uid`; CheckFailed unless the nonce comes back (the check and the load use it)."""
+    nonce = random.randint(1, 10**6)
+    query = {
+        "refId": "A",
+        "datasource": {"type": "prometheus", "uid": uid},
+        "expr": f"vector({nonce})",
+        "instant": True,
+        "range": False,
+    }
+    response = await client.http.post(
+        "/api/ds/query", json={"queries": [query], "from": "now-5m", "to": "now"}
+    )
+    if response.status_code in (401, 403):
+        raise grafana_error(response)
+    result = ((json_or_none(response) or {}).get("results") or {}).get("A") or {}
+    if result.get("error"):
+        raise CheckFailed(
+            f"query vector({nonce}) through {name} ({uid}): HTTP {response.status_code}, "
+            f"results.A.error: {result['error']}"
+        )
+    if response.status_code != 200:
+        raise CheckFailed(f"query through {name} ({uid}): expected HTTP 200, saw {_said(response)}")  # fmt: skip
+    value = _instant_value(result)
+    if value != nonce:
+        raise CheckFailed(f"query vector({nonce}) through {name} ({uid}): expected {nonce}, saw {value}")  # fmt: skip
+
+
 @check(
     "query-performance",
     title="an instant PromQL query through Grafana's Prometheus datasource returns its value in time",
@@ -761,32 +790,9 @@ async def check_query_performance(ctx: CheckContext[GrafanaClient]) -> str:
     uid, name = str(datasource["uid"]), str(datasource.get("name"))
     latencies = []
     for _ in range(QUERY_SAMPLES):
-        nonce = random.randint(1, 10**6)
-        query = {
-            "refId": "A",
-            "datasource": {"type": "prometheus", "uid": uid},
-            "expr": f"vector({nonce})",
-            "instant": True,
-            "range": False,
-        }
         started = time.perf_counter()
-        response = await client.http.post(
-            "/api/ds/query", json={"queries": [query], "from": "now-5m", "to": "now"}
-        )
+        await query_through(client, uid, name)
         latencies.append(time.perf_counter() - started)
-        if response.status_code in (401, 403):
-            raise grafana_error(response)
-        result = ((json_or_none(response) or {}).get("results") or {}).get("A") or {}
-        if result.get("error"):
-            raise CheckFailed(
-                f"query vector({nonce}) through {name} ({uid}): HTTP {response.status_code}, "
-                f"results.A.error: {result['error']}"
-            )
-        if response.status_code != 200:
-            raise CheckFailed(f"query through {name} ({uid}): expected HTTP 200, saw {_said(response)}")  # fmt: skip
-        value = _instant_value(result)
-        if value != nonce:
-            raise CheckFailed(f"query vector({nonce}) through {name} ({uid}): expected {nonce}, saw {value}")  # fmt: skip
     p50 = ms(statistics.median(latencies))
     ctx.evidence.update(
         datasource=uid,

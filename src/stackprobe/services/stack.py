@@ -111,11 +111,12 @@ def _traffic(stack: Stack, name: str) -> tuple[str, ...]:
 KIND: Kind[StackView] = Kind(
     name=KIND_NAME,
     description="The stack as a whole: service health, dependencies, failover, recovery, e2e flow, load",
-    # DESIGN's stack capabilities, each declared with the checks that prove it (failover,
-    # recovery, e2e-flow and load come with the resilience, flow and load work)
-    capabilities=("service-health", "dependencies", "failover", "recovery", "e2e-flow"),
+    # DESIGN's stack capabilities, each declared with the checks that prove it (failover and
+    # recovery: stack_resilience; e2e-flow: stack_flow; load: stack_load)
+    capabilities=("service-health", "dependencies", "failover", "recovery", "e2e-flow", "load"),
     connect=_connect,
     url_required=False,
+    spans_stack=True,
     options_model=StackOptions,
     check_config=_check_config,
     traffic_of=_traffic,

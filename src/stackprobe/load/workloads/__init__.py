@@ -1,0 +1,1 @@
+"""One module per kind: its load workloads (see stackprobe.load.workload)."""
