@@ -61,6 +61,7 @@ from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, Outcome
 from stackprobe.config import Stack, StackConfig
 from stackprobe.errors import ServiceError, outcome_of
 from stackprobe.explain import explain
+from stackprobe.load.histogram import Histogram
 from stackprobe.services.arangodb import ArangoClient, MetadataGraph
 from stackprobe.services.celery import CeleryClient
 from stackprobe.services.consul import ConsulClient
@@ -1004,8 +1005,8 @@ async def open_loop(
     fn: Callable[[int], Awaitable[T]],
     max_in_flight: int = MAX_IN_FLIGHT,
 ) -> list[tuple[float, T]]:
-    """THE SEAM the load engine (issue 12, `stackprobe.load`) replaces: run `fn(i)` open-loop,
-    flow i due at start + i / rate whatever the earlier flows do, and return
+    """Run `fn(i)` open-loop, flow i due at start + i / rate whatever the earlier flows do
+    (the load engine's lanes record only latency; a flow also returns its hops), and return
     (latency from the intended start in seconds, value) per flow. Latency counts from the
     intended start, so a stalled system shows in the percentiles instead of slowing the
     sender (no coordinated omission). Bounded: rate * duration flows, at most `max_in_flight`
@@ -1025,21 +1026,15 @@ async def open_loop(
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """Exact nearest-rank p50/p90/p95/p99 and max of recorded values (milliseconds)."""
+    """p50/p90/p95/p99 and max of latencies in milliseconds, from the load engine's
+    HdrHistogram (each within 0.1 % of the recorded value, 1 µs resolution)."""
     if not values:
         return {}
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 2)
-
-    return {
-        "p50": rank(50),
-        "p90": rank(90),
-        "p95": rank(95),
-        "p99": rank(99),
-        "max": round(ordered[-1], 2),
-    }
+    hist = Histogram()
+    for ms in values:
+        hist.record(ms / 1000)
+    p50, p90, p95, p99 = hist.percentiles_ms([50.0, 90.0, 95.0, 99.0])
+    return {"p50": p50, "p90": p90, "p95": p95, "p99": p99, "max": float(hist.summary()["max_ms"])}
 
 
 def load_summary(

@@ -85,9 +85,12 @@ def test_open_loop_does_not_wait_for_slow_flows_when_there_is_room() -> None:
     assert max(latency for latency, _ in timed) < 0.45
 
 
-def test_percentiles_are_exact_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentiles(values) == {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+def test_percentiles_come_from_hdrhistogram_within_its_precision() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100 ms: nearest rank gives p50 = 50 ms
+    got = percentiles(values)
+    want = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+    assert got.keys() == want.keys()
+    assert all(abs(got[k] - v) <= v * 0.001 for k, v in want.items()), got
     assert percentiles([]) == {}
 
 
