@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -370,13 +371,39 @@ class _AnyPort(dict[str, int]):
         return 0
 
 
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+
+
 def _free_port(taken: set[int]) -> int:
+    """A free port below the kernel's ephemeral range. Outgoing connections take their local
+    port from that range, and one holding a service's port when the service starts makes its
+    bind fail (seen: a Consul server's RPC port, on a machine running other tests). Only when
+    nothing below the range is free does the kernel pick one (bind to port 0)."""
+    try:
+        low = int(EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    pick = random.SystemRandom()
+    for _ in range(200 if low > LOWEST_PORT + 1000 else 0):
+        port = pick.randrange(LOWEST_PORT, low)
+        if port not in taken and _bindable(port):
+            return port
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         if port not in taken:
             return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _port_free(port: int) -> bool:
