@@ -212,7 +212,7 @@ def test_ci_text_output_ends_with_failures_per_service_and_rerun_commands(
     assert "last 3 lines of the log of cache (file " in run.stdout
     assert SECRET not in run.stdout + run.stderr
 
-    quiet = cli("run", "-c", str(stack), "--log-lines", "0")
+    quiet = cli("run", "-c", str(stack), "--log-lines", "0", CI="false")
     assert quiet.code == 1 and "of the log of" not in quiet.stdout
     assert "failures by service" not in quiet.stdout  # not CI
 
