@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -33,6 +33,12 @@ from tests.standins.docker import Container, DockerStandin
 
 SECRET = "s3cr3t-ci-7f2b9d"  # the password of the test's Redis; must never reach a report
 FORMATS = ("text", "json", "junit", "html", "markdown")
+
+
+def redis_command(client: redis.Redis, *args: str) -> Any:
+    """A raw command (DEBUG LOG, ACL SETUSER as written): redis-py 8 leaves execute_command
+    untyped."""
+    return cast(Any, client).execute_command(*args)
 
 
 def write(tmp_path: Path, services: dict[str, Any]) -> Path:
@@ -149,8 +155,8 @@ def secret_redis(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        client.execute_command("DEBUG", "LOG", f"app connected with password {SECRET}")
-        client.execute_command("ACL", "SETUSER", "default", "-set")
+        redis_command(client, "DEBUG", "LOG", f"app connected with password {SECRET}")
+        redis_command(client, "ACL", "SETUSER", "default", "-set")
         stack = write(tmp_path, {"cache": {
             "kind": "redis", "url": f"redis://:{SECRET}@127.0.0.1:{port}/0",
             "logs": {"file": "redis.log"},
@@ -225,7 +231,7 @@ def test_the_sandbox_redis_log_is_shown_for_a_failing_sandbox_check(
     its password is appended to the sandbox Redis log as an application would write it."""
     user = f"stackprobe-ci-{free_port()}"
     admin = redis.Redis.from_url(sandbox.redis_url)
-    admin.execute_command("ACL", "SETUSER", user, "on", f">{SECRET}", "~*", "&*", "+@all", "-set")
+    redis_command(admin, "ACL", "SETUSER", user, "on", f">{SECRET}", "~*", "&*", "+@all", "-set")
     log = sandbox.sandbox.process("cache").log
     with log.open("a") as out:
         out.write(f"app: connecting as {user}:{SECRET}\n")
@@ -237,7 +243,7 @@ def test_the_sandbox_redis_log_is_shown_for_a_failing_sandbox_check(
         plan = make_plan(load_stack(path), Selection(services=("cache",)))
         result = asyncio.run(Runner(plan, processes=sandbox.sandbox, log_lines=30).run())
     finally:
-        admin.execute_command("ACL", "DELUSER", user)
+        redis_command(admin, "ACL", "DELUSER", user)
         admin.close()
     assert result.exit_code == 1
     logs = result.services["cache"].logs
