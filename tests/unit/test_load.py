@@ -19,6 +19,7 @@ from stackprobe.load.analysis import analyse
 from stackprobe.load.baseline import read_baseline, regressions, require_comparable
 from stackprobe.load.engine import Profile, Tick, run_load
 from stackprobe.load.histogram import Histogram, merged
+from stackprobe.load.locust.absences import Absences
 from stackprobe.load.slo import judge
 from stackprobe.load.timeline import Second, Timeline
 from stackprobe.services.stack_load import GeneratorBound, verdict
@@ -310,3 +311,13 @@ def test_the_reference_dashboards_load_row_reads_the_metrics_the_load_exports() 
     exprs = " ".join(t["expr"] for p in board["panels"][row + 1 :] for t in p["targets"])
     for metric in METRICS:
         assert metric in exprs, metric
+
+
+def test_a_worker_missing_briefly_is_not_lost_and_a_long_absence_is() -> None:
+    absences = Absences(grace=15.0)
+    assert absences.update({"a"}, now=100.0) == set()
+    assert absences.update({"a"}, now=110.0) == set()  # silent 10 s: maybe starved of CPU
+    assert absences.update(set(), now=111.0) == set()  # healed: its heartbeats are back
+    assert absences.update({"a"}, now=112.0) == set()  # a new absence starts its own count
+    assert absences.update({"a", "b"}, now=127.0) == {"a"}
+    assert absences.update({"a", "b"}, now=142.0) == {"a", "b"}

@@ -26,6 +26,7 @@ from locust.env import Environment  # this package's __init__ ran first: no monk
 from stackprobe.load.engine import DRAIN_S
 from stackprobe.load.histogram import merged
 from stackprobe.load.locust import MSG_DONE, MSG_FAILED, MSG_PROFILE, MSG_SECOND
+from stackprobe.load.locust.absences import Absences
 from stackprobe.load.locust.user import StackprobeLoad
 from stackprobe.load.locust.worker import parse_address
 from stackprobe.load.timeline import Generator, Second, Timeline
@@ -159,14 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     deadline = started + float(master.profile["duration"]) + DRAIN_S + SETUP_GRACE
     totals = [0, 0]
     next_tick = started + 1
+    absences = Absences()
     while not master.stopping and time.monotonic() < deadline:
         gevent.sleep(0.05)
         if time.monotonic() >= next_tick:
             master.tick(started, totals)
             next_tick += 1
         finished = set(master.done) | set(master.failed)
-        missing = {n.id for n in runner.clients.missing}
-        if set(master.names) <= finished | missing:
+        gone = absences.update({n.id for n in runner.clients.missing}, time.monotonic())
+        if set(master.names) <= finished | gone:
             break
     master.tick(started, totals)
     emit({"result": master.result({n.id for n in runner.clients.missing})})
