@@ -2,6 +2,12 @@
 full interval, and the end-to-end flow as a synthetic transaction every flow interval, all on
 the same catalog and engine as `stackprobe run` (the flow one at a time with the full runs:
 both send spans through the collector whose counters an exclusive check reads).
+
+Held connections: for each service whose kind has `watch`, the monitor holds one idle
+connection; when the server closes or resets it, a re-probe runs at once, and only when that
+fails too are both counted as failed probes (down with the default `down_after` 2), so a
+connection recycled by a proxy or an idle timeout does not flap the state. A hung service
+(no close, no answer) is seen by the probes' timeout as before.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class Monitor:
     latest_flow: CheckResult | None = None
     latest_flow_at: float | None = None
     last_failing_hop: dict[str, Any] | None = None
+    hold: bool = True  # held connections for kinds with `watch` (False: probes only)
+    location: str | None = None  # a `location` label on every metric series
+    held_closes: int = 0  # closes of held connections seen (confirmed or not)
 
     def __post_init__(self) -> None:
         now = time.time()
@@ -71,16 +80,58 @@ class Monitor:
             return False, None, self.redactor.text(explain(exc))
         return True, round(took * 1000, 3), ""
 
+    def _observe(self, rows: list[tuple[str, bool, float | None, str]], now: float) -> None:
+        for name, ok, latency, error in rows:
+            self.trackers[name].observe(
+                ok, now, latency / 1000 if latency is not None else None, error
+            )
+
+    async def watch(self, name: str, stop: asyncio.Event) -> None:
+        """Hold one idle connection to `name` until `stop`; a close confirmed by a re-probe
+        counts as two failed probes, an unconfirmed one (recycled) only re-opens it."""
+        kind = self.services.kind(name)
+        if kind.watch is None:
+            return
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(max(self.probe_timeout, 1.0)):
+                    opened = await self.services.open(name)
+                    held = await kind.watch(opened.client)
+            except Exception:  # noqa: BLE001 - cannot hold: the probes see why; try later
+                self.services.forget(name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval)
+                continue
+            try:
+                closed = asyncio.ensure_future(held.closed())
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not closed.done():
+                    closed.cancel()
+                    return
+                cause = self.redactor.text(closed.result())
+            finally:
+                with contextlib.suppress(Exception):
+                    await held.aclose()
+            self.held_closes += 1
+            ok, latency, error = await self.probe(name)
+            if ok:
+                continue  # recycled by the server or a proxy: the service answers; hold anew
+            now = time.time()
+            rows = [(name, False, None, cause), (name, False, None, error)]
+            self._observe(rows, now)
+            await asyncio.to_thread(self.history.record_round, rows, now)
+            with contextlib.suppress(TimeoutError):  # down: the probes see it come back
+                await asyncio.wait_for(stop.wait(), self.interval)
+
     async def probe_round(self) -> None:
         names = list(self.stack.services)
         outcomes = await asyncio.gather(*(self.probe(n) for n in names))
         now = time.time()
         rows = [(n, ok, lat, err) for n, (ok, lat, err) in zip(names, outcomes, strict=True)]
         await asyncio.to_thread(self.history.record_round, rows, now)  # disk I/O off the probe loop
-        for name, ok, latency, error in rows:
-            self.trackers[name].observe(
-                ok, now, latency / 1000 if latency is not None else None, error
-            )
+        self._observe(rows, now)
         self.rounds += 1
         self.ready = True
 
@@ -152,8 +203,9 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.flow_interval)
 
+        watches = [self.watch(n, stop) for n in self.stack.services] if self.hold else []
         try:
-            await asyncio.gather(probing(), full_runs(), flows())
+            await asyncio.gather(probing(), full_runs(), flows(), *watches)
         finally:
             await self.services.aclose()
 
@@ -230,6 +282,7 @@ class Monitor:
             "generated_at": time.time(),
             "ready": self.ready,
             "all_up": bool(statuses) and all(s.alive is True for s in statuses.values()),
+            "held_closes": self.held_closes,  # closes of held connections, recycled ones too
             "services": {name: self.service_view(name, st) for name, st in statuses.items()},
             "coverage": run.coverage.model_dump() if run else None,
             "flow": self.flow_view(),

@@ -27,6 +27,7 @@ from redis.exceptions import WatchError
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, SyncAccess, Target
+from stackprobe.held import hold_redis
 from stackprobe.services.celery import CeleryClient, celery_client, probe_task_id
 from stackprobe.urls import with_credentials
 
@@ -207,6 +208,7 @@ KIND: Kind[Client] = Kind(
     links={"celery": "celery"},
     version=_version,
     liveness=_liveness,
+    watch=hold_redis,
     sweep=_sweep,
     sync=SyncAccess(open=_sync_client, delete=lambda client, key: client.delete(key)),
     writes=_writes,
