@@ -30,7 +30,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -107,6 +108,10 @@ class Monitor:
         self.http.close()
 
 
+def all_alive(monitors: Iterable[Monitor], services: tuple[str, ...]) -> bool:
+    return all(m.alive(s) for m in monitors for s in services)
+
+
 def line(label: str, values: list[float]) -> str:
     if not values:
         return f"  {label:<12} no figure"
@@ -133,8 +138,7 @@ def main() -> None:
         "probes only": Monitor(box.stack_file, root / "state-probes", "--no-held"),
     }
     try:
-        for m in monitors.values():
-            wait(lambda m=m: m.state("cache") == "up" and m.state("discovery") == "up", 60, "up")
+        wait(lambda: all_alive(monitors.values(), tuple(KILLED)), 60, "every service up")
         figures: dict[str, dict[str, list[float]]] = {s: {k: [] for k in MODES} for s in KILLED}
         for service, component in KILLED.items():
             proc = box.process(component)
@@ -159,8 +163,7 @@ def main() -> None:
                                  for mode, m in monitors.items())  # fmt: skip
                 print(f"kill -9 {component} {i + 1}: {took}", flush=True)
                 proc.start()
-                for m in monitors.values():
-                    wait(lambda m=m: m.alive(service), 30, f"{service} alive")
+                wait(partial(all_alive, monitors.values(), (service,)), 30, f"{service} alive")
         print(f"\ntime from kill -9 to `down` in /api/status ({args.kills} kills each;"
               " interval 1 s, down after 2):")  # fmt: skip
         for service, component in KILLED.items():

@@ -38,7 +38,7 @@ class HeldRedis:
 
 async def hold_redis(client: aioredis.Redis) -> Held:
     """Open one connection as `client` would (raises when it cannot) and hold it idle."""
-    connection = client.connection_pool.make_connection()
+    connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
     try:
         await connection.connect()
     except BaseException:

@@ -115,11 +115,14 @@ class Monitor:
                 with contextlib.suppress(Exception):
                     await held.aclose()
             self.held_closes += 1
-            ok, latency, error = await self.probe(name)
+            ok, _, error = await self.probe(name)
             if ok:
                 continue  # recycled by the server or a proxy: the service answers; hold anew
             now = time.time()
-            rows = [(name, False, None, cause), (name, False, None, error)]
+            rows: list[tuple[str, bool, float | None, str]] = [
+                (name, False, None, cause),
+                (name, False, None, error),
+            ]
             self._observe(rows, now)
             await asyncio.to_thread(self.history.record_round, rows, now)
             with contextlib.suppress(TimeoutError):  # down: the probes see it come back

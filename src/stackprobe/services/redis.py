@@ -25,9 +25,9 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import WatchError
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
+from stackprobe.held import hold_redis
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, SyncAccess, Target
-from stackprobe.held import hold_redis
 from stackprobe.services.celery import CeleryClient, celery_client, probe_task_id
 from stackprobe.urls import with_credentials
 
