@@ -4,7 +4,7 @@ Prometheus schedules the probes (one scrape job, the service names as targets, r
 `__param_service`), so monitors in many places need no coordinator of their own. Each request
 runs, now, the service's liveness probe, or that capability's checks that may run on request
 (never disruptive ones, nor exclusive ones, which must run alone on their service: the full
-run has them), and answers the Prometheus text format:
+run has them), and answers the Prometheus text format (or OpenMetrics, as /metrics does):
 
     probe_success 1
     probe_duration_seconds 0.0021
@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -224,8 +223,8 @@ class _ProbeCollector(Collector):
             yield info
 
 
-def exposition(result: ProbeResult, monitor: Monitor) -> bytes:
-    """The Prometheus text format 0.0.4 of one probe's result."""
+def registry_of(result: ProbeResult, monitor: Monitor) -> CollectorRegistry:
+    """A registry holding one probe's result (rendered as /metrics is: text or OpenMetrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ProbeCollector(result, monitor))
-    return generate_latest(registry)
+    return registry

@@ -29,7 +29,6 @@ from typing import Any
 
 import h11
 import uvicorn
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -218,7 +217,10 @@ class _Views:
         except probe.BadProbe as exc:
             return _text(400, self.monitor.redactor.text(str(exc)) + "\n")
         result = await self.prober.run(wanted, seconds)
-        return Response(probe.exposition(result, self.monitor), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = metrics.exposition(
+            probe.registry_of(result, self.monitor), request.headers.get("accept", "")
+        )
+        return Response(body, media_type=content_type)
 
     async def healthz(self, request: Request) -> Response:
         doc = self.monitor.status_document()
