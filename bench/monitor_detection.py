@@ -66,7 +66,8 @@ def wait(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.02
 
 
 class Monitor:
-    def __init__(self, stack: Path, state: Path, *extra: str) -> None:
+    def __init__(self, mode: str, stack: Path, state: Path, *extra: str) -> None:
+        self.mode = mode
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.http = httpx.Client(timeout=1)
@@ -87,6 +88,10 @@ class Monitor:
     def state(self, service: str) -> str:
         services = self.status().get("services")
         return str(services[service]["state"]) if isinstance(services, dict) else ""
+
+    def holds(self, service: str) -> bool:
+        held = self.status().get("held")
+        return isinstance(held, list) and service in held
 
     def alive(self, service: str) -> bool:
         services = self.status().get("services")
@@ -109,7 +114,9 @@ class Monitor:
 
 
 def all_alive(monitors: Iterable[Monitor], services: tuple[str, ...]) -> bool:
-    return all(m.alive(s) for m in monitors for s in services)
+    """Alive in every monitor, and held by the one that holds connections: a kill before
+    the held connection is open again would measure the probes."""
+    return all(m.alive(s) and (m.holds(s) or m.mode != "held") for m in monitors for s in services)
 
 
 def line(label: str, values: list[float]) -> str:
@@ -134,8 +141,8 @@ def main() -> None:
     box = Sandbox(root=root / "sandbox", components=(REDIS, CELERY_WORKER, CONSUL))
     box.up()
     monitors = {
-        "held": Monitor(box.stack_file, root / "state-held"),
-        "probes only": Monitor(box.stack_file, root / "state-probes", "--no-held"),
+        "held": Monitor("held", box.stack_file, root / "state-held"),
+        "probes only": Monitor("probes only", box.stack_file, root / "state-probes", "--no-held"),
     }
     try:
         wait(lambda: all_alive(monitors.values(), tuple(KILLED)), 60, "every service up")

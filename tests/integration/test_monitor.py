@@ -731,7 +731,9 @@ def test_a_held_connection_turns_a_killed_redis_down_at_once(
     served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--flow-interval", "0",
                    "--grace", "0", "--interval", "5")  # fmt: skip
     wait_until(lambda: served.get("/healthz").status_code == 200, 20, "all up")
-    wait_until(lambda: served.get("/api/status").json()["held_closes"] == 0, 1, "no close yet")
+    wait_until(
+        lambda: served.get("/api/status").json()["held"] == ["cache", "worker"], 10, "both held"
+    )
     killed = kill_redis(small_sandbox)
     while states(served)["cache"]["state"] != "down":
         assert time.monotonic() - killed < 3, "cache not down within 3 s"
@@ -757,6 +759,7 @@ def test_a_consul_kill_is_seen_through_its_held_keep_alive_connection(
         served = serve(box.stack_file, "--full-interval", "3600", "--flow-interval", "0",
                        "--grace", "0", "--interval", "5")  # fmt: skip
         wait_until(lambda: states(served)["discovery"]["state"] == "up", 20, "consul up")
+        wait_until(lambda: served.get("/api/status").json()["held"] == ["discovery"], 10, "held")
         killed = time.monotonic()
         box.process("consul").kill()
         while states(served)["discovery"]["state"] != "down":

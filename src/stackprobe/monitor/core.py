@@ -65,6 +65,7 @@ class Monitor:
         # one client per service for the monitor's lifetime (clients reconnect by themselves)
         self.services = Services(self.stack, self.kinds)
         self._one_at_a_time = asyncio.Lock()  # a flow never runs beside a full run
+        self.held: set[str] = set()  # services whose held connection is open now
 
     # --- probing -----------------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval)
                 continue
+            self.held.add(name)
             try:
                 closed = asyncio.ensure_future(held.closed())
                 stopping = asyncio.ensure_future(stop.wait())
@@ -112,6 +114,7 @@ class Monitor:
                     return
                 cause = self.redactor.text(closed.result())
             finally:
+                self.held.discard(name)
                 with contextlib.suppress(Exception):
                     await held.aclose()
             self.held_closes += 1
@@ -285,6 +288,7 @@ class Monitor:
             "generated_at": time.time(),
             "ready": self.ready,
             "all_up": bool(statuses) and all(s.alive is True for s in statuses.values()),
+            "held": sorted(self.held),  # services whose held connection is open
             "held_closes": self.held_closes,  # closes of held connections, recycled ones too
             "services": {name: self.service_view(name, st) for name, st in statuses.items()},
             "coverage": run.coverage.model_dump() if run else None,
