@@ -448,7 +448,7 @@ def serve(
         ),
     ] = True,
 ) -> int:
-    """Live health monitor: page, JSON API, /metrics, /healthz. Exit 130 after Ctrl-C, 2 bad config or a non-loopback --host without --token."""
+    """Live health monitor: page, JSON API, /metrics, /probe (blackbox style), /healthz. Exit 130 after Ctrl-C, 2 bad config or a non-loopback --host without --token."""
     from stackprobe.monitor.core import Monitor
     from stackprobe.monitor.history import History
     from stackprobe.monitor.server import (

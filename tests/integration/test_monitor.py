@@ -6,6 +6,9 @@ own (Redis and a Celery worker that depends on it), kill its Redis, and watch th
 the worker, and bring both back after `sandbox up`. The server tests run the monitor's
 uvicorn server in-process over a Redis that is not there: half-open connections, the
 connection cap, /metrics as prometheus-client parses it, and the app mounted in another.
+The /probe tests answer blackbox-style on the session sandbox (and with its Redis stopped) and
+to a real Prometheus running the reference stack's scrape job; the held-connection tests kill
+Redis and Consul under a 5 s probe interval, which only the held connection can beat.
 """
 
 from __future__ import annotations
