@@ -104,16 +104,20 @@ class Monitor:
                     await asyncio.wait_for(stop.wait(), self.interval)
                 continue
             self.held.add(name)
+            closed = asyncio.ensure_future(held.closed())
+            stopping = asyncio.ensure_future(stop.wait())
             try:
-                closed = asyncio.ensure_future(held.closed())
-                stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
                 if not closed.done():
-                    closed.cancel()
                     return
-                cause = self.redactor.text(closed.result())
-            finally:
+                try:
+                    cause = closed.result()
+                except Exception as exc:  # noqa: BLE001 - a broken hold is a close, with why
+                    cause = f"held connection failed: {explain(exc)}"
+                cause = self.redactor.text(cause)
+            finally:  # also when the monitor is cancelled (Ctrl-C)
+                closed.cancel()
+                stopping.cancel()
                 self.held.discard(name)
                 with contextlib.suppress(Exception):
                     await held.aclose()
