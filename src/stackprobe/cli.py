@@ -443,8 +443,8 @@ def serve(
         bool,
         typer.Option(
             "--held/--no-held",
-            help="Hold one idle connection per service (Redis, Celery broker, Consul, "
-            "Prometheus): its close is a failed probe at once. --no-held: probes only.",
+            help="Hold one idle connection per service (Redis, Celery broker, Consul, collector, "
+            "Prometheus, Tempo): its close is a failed probe at once. --no-held: probes only.",
         ),
     ] = True,
 ) -> int:

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,14 @@ from stackprobe.monitor.core import Monitor
 from stackprobe.monitor.history import History
 from stackprobe.monitor.server import MonitorServer, create_app
 from stackprobe.monitor.state import Policy
+from stackprobe.sandbox.components import observability as obs
 from stackprobe.sandbox.components.consul import CONSUL
 from stackprobe.sandbox.components.redis import CELERY_WORKER, REDIS
 from stackprobe.sandbox.manager import Sandbox
 from tests.conftest import RunningSandbox, free_port, need_binary
 from tests.integration.helpers import write_stack
 from tests.integration.prometheus_instance import running_prometheus, wait_for
+from tests.integration.test_observability import need_file
 
 
 @dataclass
@@ -799,3 +802,37 @@ def test_hold_http_sees_a_stopped_prometheus_close_its_keep_alive_connection(
         "held connection reset: Connection reset by peer",
     )
     assert after < 1.0
+
+
+def alive(served: Served, service: str) -> bool:
+    return states(served)[service]["alive"] is True
+
+
+def test_a_killed_collector_and_prometheus_are_seen_through_held_connections(
+    tmp_path: Path, serve: Callable[..., Served]
+) -> None:
+    """The HTTP kinds' held keep-alive connections, each killed under a 5 s probe interval."""
+    need_file(obs.CACHE_BIN / "jaeger", "scripts/install-services jaeger")  # the collector's store
+    need_file(obs.CACHE_BIN / "otelcol-stackprobe", "scripts/install-services otelcol")
+    need_binary("prometheus", "scripts/install-services prometheus")
+    box = Sandbox(root=tmp_path / "obs", components=obs.COMPONENTS)
+    box.up()
+    try:
+        served = serve(box.stack_file, "--full-interval", "3600", "--flow-interval", "0",
+                       "--grace", "0", "--interval", "5")  # fmt: skip
+        # Jaeger's query API answers `Connection: close` (v1.76 here): probed only
+        watched = ["metrics", "otel"]
+        wait_until(lambda: served.get("/api/status").json()["held"] == watched, 20, "both held")
+        for service, component in (("otel", "otelcol"), ("metrics", "prometheus")):
+            wait_until(partial(alive, served, service), 20, f"{service} up")
+            killed = time.monotonic()
+            box.process(component).kill()
+            while states(served)[service]["state"] != "down":
+                assert time.monotonic() - killed < 3, f"{service} not down within 3 s"
+                time.sleep(0.01)
+            assert time.monotonic() - killed < 1.0, service  # probes alone: 5 s at the least
+            probes = served.get("/api/history", params={"service": service}).json()["probes"]
+            assert probes[-2]["error"].startswith("held connection "), (service, probes[-2:])
+            box.process(component).start()
+    finally:
+        box.down()

@@ -34,6 +34,8 @@ class Switches:
     alive: bool = True
     probe_delay: float = 0.0
     watches: int = 0
+    refuse_hold: bool = False  # alive, but no connection can be held (no keep-alive)
+    attempts: int = 0
     close: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -61,6 +63,9 @@ def fake_kind(switches: Switches) -> Kind[Switches]:
             raise CheckFailed("not alive (test switch)")
 
     async def watch(s: Switches) -> Held:
+        s.attempts += 1
+        if s.refuse_hold:
+            raise ConnectionError("Connection: close (test switch)")
         if not s.alive:
             raise ConnectionRefusedError("refused (test switch)")
         s.watches += 1
@@ -317,3 +322,23 @@ def test_a_close_the_re_probe_does_not_confirm_is_held_anew_and_not_counted(
         asyncio.run(go())
         assert m.held_closes == 3 and m.trackers["svc"].alive is True
         assert m.trackers["svc"].failures == 0 and m.history.recent("svc", 10) == []
+
+
+def test_an_alive_service_that_refuses_to_be_held_is_asked_less_and_less_often(
+    tmp_path: Path,
+) -> None:
+    switches = Switches(refuse_hold=True)
+    with monitor_of(tmp_path, switches, interval=0.05) as m:
+        m.trackers["svc"].observe(True, 0, 0.001)
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(m.watch("svc", stop))
+            await asyncio.sleep(1.6)  # 0.1 + 0.2 + 0.4 + 0.8 s of pauses: 5 attempts, not 32
+            stop.set()
+            await task
+            await m.services.aclose()
+
+        asyncio.run(go())
+    assert 3 <= switches.attempts <= 6
+    assert m.trackers["svc"].alive is True and m.held_closes == 0

@@ -35,6 +35,7 @@ from stackprobe.store import save_result
 
 SPARKLINE_POINTS = 60
 FLOW_HISTORY_POINTS = 30
+HOLD_BACKOFF_MAX_S = 60.0  # between attempts to hold a connection an alive service refuses
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Monitor:
         kind = self.services.kind(name)
         if kind.watch is None:
             return
+        refused = 0  # holds that failed in a row while the service was alive
         while not stop.is_set():
             try:
                 async with asyncio.timeout(max(self.probe_timeout, 1.0)):
@@ -100,9 +102,14 @@ class Monitor:
                     held = await kind.watch(opened.client)
             except Exception:  # noqa: BLE001 - cannot hold: the probes see why; try later
                 self.services.forget(name)
+                # down: hold again as soon as it is back; alive (a server or proxy that does
+                # not keep connections alive): back off, up to a minute
+                refused = refused + 1 if self.trackers[name].alive else 0
+                pause = min(self.interval * 2**refused, max(self.interval, HOLD_BACKOFF_MAX_S))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.interval)
+                    await asyncio.wait_for(stop.wait(), pause)
                 continue
+            refused = 0
             self.held.add(name)
             closed = asyncio.ensure_future(held.closed())
             stopping = asyncio.ensure_future(stop.wait())
