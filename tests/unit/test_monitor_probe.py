@@ -36,6 +36,7 @@ class Switches:
     watches: int = 0
     refuse_hold: bool = False  # alive, but no connection can be held (no keep-alive)
     attempts: int = 0
+    namespaces: list[str] = field(default_factory=list)  # ctx.ns of each check that passed
     close: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -82,6 +83,7 @@ def fake_kind(switches: Switches) -> Kind[Switches]:
 
     @kind.check("alpha", title="passes")
     async def passes(ctx: CheckContext[Switches]) -> str:
+        ctx.client.namespaces.append(ctx.ns)
         return "fine"
 
     @kind.check("alpha", title="fails")
@@ -342,3 +344,20 @@ def test_an_alive_service_that_refuses_to_be_held_is_asked_less_and_less_often(
         asyncio.run(go())
     assert 3 <= switches.attempts <= 6
     assert m.trackers["svc"].alive is True and m.held_closes == 0
+
+
+def test_probes_at_once_name_what_their_checks_create_apart(tmp_path: Path) -> None:
+    switches = Switches()
+    with monitor_of(tmp_path, switches) as m:
+
+        async def go() -> None:
+            prober = probe.Prober(m)
+            request = probe.parse(m, {"service": "svc", "capability": "alpha"})
+            try:
+                await asyncio.gather(prober.run(request, 2.0), prober.run(request, 2.0))
+            finally:
+                await m.services.aclose()
+
+        asyncio.run(go())
+    assert len(switches.namespaces) == 2 and len(set(switches.namespaces)) == 2
+    assert all(ns.startswith("stackprobe-") for ns in switches.namespaces)

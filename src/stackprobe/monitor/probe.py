@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from stackprobe.check import CheckSpec, Outcome, Severity
 from stackprobe.explain import explain
+from stackprobe.ids import new_run_id
 from stackprobe.monitor.core import Monitor
 from stackprobe.monitor.metrics import with_location
 
@@ -152,8 +153,9 @@ class Prober:
                 services.forget(request.service)
                 return ProbeResult(False, 0, reason=explain(exc))
             return ProbeResult(True, 0)
+        run_id = new_run_id()  # probes at once never share the names their checks create
         tasks = {
-            spec: asyncio.ensure_future(services.check(request.service, spec.id))
+            spec: asyncio.ensure_future(services.check(request.service, spec.id, run_id))
             for spec in request.checks
         }
         done, pending = await asyncio.wait(tasks.values(), timeout=max(seconds, 0.001))
