@@ -1,14 +1,19 @@
-"""Monitor benchmark: failure detection latency and CPU use, beside a native baseline.
+"""Monitor benchmark: time from kill -9 to `down`, held connections beside probes only; CPU;
+and an idle run that must see no false `down`.
 
-    python bench/monitor_detection.py [--kills 5] [--cpu-seconds 30]
+    python bench/monitor_detection.py [--kills 10] [--idle-seconds 60]
 
-1. Starts a sandbox of its own (Redis + a Celery worker) in a temporary directory and
-   `stackprobe serve` on it (--interval 1, --down-after 2, --grace 0). Kills Redis `--kills`
-   times; for each kill, the time until /api/status shows `cache` down (polled every 20 ms).
-   Baseline in the same run: a `redis-cli ping` loop at the same 1 s interval that declares
-   down after 2 failed pings, the detector a shell script would be.
-2. CPU: the serve process's user+system CPU over `--cpu-seconds` at a 1 s interval, against the
-   same sandbox, measured from /proc, next to the baseline loop's.
+1. Starts a sandbox of its own (Redis, a Celery worker on it, a Consul agent) in a temporary
+   directory and two `stackprobe serve` on it side by side, both at --interval 1,
+   --down-after 2, --grace 0: one with held connections (the default), one with --no-held
+   (probes only, the monitor before held connections).
+2. Kills Redis (`cache`), then Consul (`discovery`), `--kills` times each with SIGKILL; for
+   each kill, the time until each monitor's /api/status shows the service `down` (both polled
+   every 10 ms, in a thread each), then restarts it and waits until both see it alive.
+3. Idle: `--idle-seconds` with nothing killed; both monitors' /api/status are polled every
+   second and any service not alive (down, or no verdict) counts as a false `down`; the CPU each serve
+   process used over that time (user+system, from /proc), and the closes of held connections
+   the server made by itself (recycled, not confirmed by the re-probe).
 
 Only 127.0.0.1 services this script started are touched; everything stops by itself.
 """
@@ -23,16 +28,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import httpx
 
+from stackprobe.sandbox.components.consul import CONSUL
 from stackprobe.sandbox.components.redis import CELERY_WORKER, REDIS
 from stackprobe.sandbox.manager import Sandbox
 
 TICKS = os.sysconf("SC_CLK_TCK")
+KILLED = {"cache": "redis", "discovery": "consul"}  # service -> sandbox component
+MODES = ("held", "probes only")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,100 +65,139 @@ def wait(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.02
     raise SystemExit(f"{what} not seen within {timeout} s")
 
 
-BASELINE = """
-port=$1; fails=0; state=up
-while true; do
-  if redis-cli -p "$port" ping >/dev/null 2>&1; then fails=0; state=up; else fails=$((fails+1)); fi
-  if [ "$fails" -ge 2 ] && [ "$state" = up ]; then state=down; echo "down $(date +%s.%N)"; fi
-  sleep 1
-done
-"""
+class Monitor:
+    def __init__(self, mode: str, stack: Path, state: Path, *extra: str) -> None:
+        self.mode = mode
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(timeout=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stackprobe", "serve", "-c", str(stack), "--port", str(port),
+             "--interval", "1", "--down-after", "2", "--grace", "0", "--full-interval", "3600",
+             "--flow-interval", "0", *extra],
+            env={**os.environ, "STACKPROBE_STATE_DIR": str(state)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def status(self) -> dict[str, object]:
+        try:
+            return dict(self.http.get(self.url + "/api/status").json())
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    def state(self, service: str) -> str:
+        services = self.status().get("services")
+        return str(services[service]["state"]) if isinstance(services, dict) else ""
+
+    def holds(self, service: str) -> bool:
+        held = self.status().get("held")
+        return isinstance(held, list) and service in held
+
+    def alive(self, service: str) -> bool:
+        services = self.status().get("services")
+        return isinstance(services, dict) and services[service]["alive"] is True
+
+    def time_to_down(self, service: str, killed: float, out: dict[str, float]) -> None:
+        while time.monotonic() - killed < 15:
+            if self.state(service) == "down":
+                out[self.url] = time.monotonic() - killed
+                return
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.http.close()
+
+
+def all_alive(monitors: Iterable[Monitor], services: tuple[str, ...]) -> bool:
+    """Alive in every monitor, and held by the one that holds connections: a kill before
+    the held connection is open again would measure the probes."""
+    return all(m.alive(s) and (m.holds(s) or m.mode != "held") for m in monitors for s in services)
+
+
+def line(label: str, values: list[float]) -> str:
+    if not values:
+        return f"  {label:<12} no figure"
+    return (
+        f"  {label:<12} median {statistics.median(values):.3f} s  max {max(values):.3f} s"
+        f"  min {min(values):.3f} s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--cpu-seconds", type=float, default=30.0)
+    parser.add_argument("--kills", type=int, default=10, help="kills per service (10)")
     parser.add_argument(
-        "--redis-only", action="store_true", help="only Redis + worker, not every sandbox service"
+        "--idle-seconds", type=float, default=60.0, help="idle run: CPU and false downs (60)"
     )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="stackprobe-bench-"))
-    box = Sandbox(
-        root=root / "sandbox", components=(REDIS, CELERY_WORKER) if args.redis_only else None
-    )
+    box = Sandbox(root=root / "sandbox", components=(REDIS, CELERY_WORKER, CONSUL))
     box.up()
-    port = free_port()
-    env = {**os.environ, "STACKPROBE_STATE_DIR": str(root / "state")}
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "stackprobe", "serve", "-c", str(box.stack_file), "--port", str(port),
-         "--interval", "1", "--down-after", "2", "--grace", "0", "--full-interval", "3600"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    redis_port = int(box.stack_file.read_text().split("redis://127.0.0.1:")[1].split("/")[0])
-    baseline = subprocess.Popen(
-        ["bash", "-c", BASELINE, "baseline", str(redis_port)], stdout=subprocess.PIPE, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def cache_state() -> str:
-        try:
-            return str(
-                httpx.get(url + "/api/status", timeout=1).json()["services"]["cache"]["state"]
-            )
-        except (httpx.HTTPError, KeyError, ValueError):
-            return ""
-
+    monitors = {
+        "held": Monitor("held", box.stack_file, root / "state-held"),
+        "probes only": Monitor("probes only", box.stack_file, root / "state-probes", "--no-held"),
+    }
     try:
-        wait(lambda: cache_state() == "up", 30, "cache up")
-        monitor_s, baseline_s = [], []
-        for i in range(args.kills):
-            pid = int((box.root / "redis" / "pid").read_text().split()[0])
-            killed = time.time()
-            os.kill(pid, signal.SIGKILL)
-            monitor_s.append(wait(lambda: cache_state() == "down", 10, "cache down"))
-            line = baseline.stdout.readline() if baseline.stdout else ""
-            baseline_s.append(float(line.split()[1]) - killed)
-            box.up()
-            wait(
-                lambda: cache_state() not in ("down", ""),
-                30,
-                f"cache alive (last state {cache_state()!r})",
-            )
-            print(
-                f"kill {i + 1}: monitor {monitor_s[-1]:.2f} s, redis-cli loop {baseline_s[-1]:.2f} s",
-                flush=True,
-            )
-        print(f"\nfailure detection (interval 1 s, down after 2 failures), {args.kills} kills:")
-        print(
-            f"  stackprobe serve  median {statistics.median(monitor_s):.2f} s  max {max(monitor_s):.2f} s"
-        )
-        print(
-            f"  redis-cli loop    median {statistics.median(baseline_s):.2f} s  max {max(baseline_s):.2f} s"
-        )
-        serve_cpu, base_cpu, started = (
-            cpu_seconds(serve.pid),
-            cpu_seconds(baseline.pid),
-            time.monotonic(),
-        )
-        time.sleep(args.cpu_seconds)
+        wait(lambda: all_alive(monitors.values(), tuple(KILLED)), 60, "every service up")
+        figures: dict[str, dict[str, list[float]]] = {s: {k: [] for k in MODES} for s in KILLED}
+        for service, component in KILLED.items():
+            proc = box.process(component)
+            for i in range(args.kills):
+                pid = proc.pid
+                assert pid is not None
+                seen: dict[str, float] = {}
+                killed = time.monotonic()
+                os.killpg(pid, signal.SIGKILL)
+                pollers = [
+                    threading.Thread(target=m.time_to_down, args=(service, killed, seen))
+                    for m in monitors.values()
+                ]
+                for t in pollers:
+                    t.start()
+                for t in pollers:
+                    t.join()
+                for mode, m in monitors.items():
+                    if m.url in seen:
+                        figures[service][mode].append(seen[m.url])
+                took = "  ".join(f"{mode} {seen.get(m.url, float('nan')):.3f} s"
+                                 for mode, m in monitors.items())  # fmt: skip
+                print(f"kill -9 {component} {i + 1}: {took}", flush=True)
+                proc.start()
+                wait(partial(all_alive, monitors.values(), (service,)), 30, f"{service} alive")
+        print(f"\ntime from kill -9 to `down` in /api/status ({args.kills} kills each;"
+              " interval 1 s, down after 2):")  # fmt: skip
+        for service, component in KILLED.items():
+            print(f" {component} ({service}):")
+            for mode in MODES:
+                print(line(mode, figures[service][mode]))
+
+        before = {mode: cpu_seconds(m.proc.pid) for mode, m in monitors.items()}
+        closes = {mode: int(str(m.status().get("held_closes", 0))) for mode, m in monitors.items()}
+        started = time.monotonic()
+        false_downs = {mode: 0 for mode in MODES}
+        while time.monotonic() - started < args.idle_seconds:
+            for mode, m in monitors.items():
+                services = m.status().get("services")
+                if isinstance(services, dict):
+                    false_downs[mode] += sum(s["alive"] is not True for s in services.values())
+            time.sleep(1)
         wall = time.monotonic() - started
-        serve_pct = 100 * (cpu_seconds(serve.pid) - serve_cpu) / wall
-        base_pct = (
-            100 * (cpu_seconds(baseline.pid) - base_cpu) / wall
-        )  # the bash loop itself, not its children
-        print(
-            f"\nCPU over {wall:.0f} s at a 1 s interval ({len(box.components)} sandbox services):"
-        )
-        print(f"  stackprobe serve  {serve_pct:.2f} % of one core")
-        print(f"  redis-cli loop    {base_pct:.2f} % of one core (bash and its redis-cli children)")
+        print(f"\nidle {wall:.0f} s ({len(box.components)} sandbox services, interval 1 s):")
+        for mode, m in monitors.items():
+            pct = 100 * (cpu_seconds(m.proc.pid) - before[mode]) / wall
+            recycled = int(str(m.status().get("held_closes", 0))) - closes[mode]
+            print(f"  {mode:<12} CPU {pct:.2f} % of one core, not-alive states seen "
+                  f"{false_downs[mode]}, held connections closed by the server {recycled}")  # fmt: skip
     finally:
-        serve.send_signal(signal.SIGINT)
-        baseline.kill()
-        serve.wait(15)
-        baseline.wait(5)
+        for m in monitors.values():
+            m.stop()
         box.down()
 
 

@@ -435,8 +435,20 @@ def serve(
             "--token", envvar="STACKPROBE_TOKEN", help="Bearer token; required beyond loopback."
         ),
     ] = None,
+    location: Annotated[
+        str | None,
+        typer.Option("--location", help="A `location` label on every /metrics and /probe series."),
+    ] = None,
+    held: Annotated[
+        bool,
+        typer.Option(
+            "--held/--no-held",
+            help="Hold one idle connection per service (Redis, Celery broker, Consul, collector, "
+            "Prometheus, Tempo): its close is a failed probe at once. --no-held: probes only.",
+        ),
+    ] = True,
 ) -> int:
-    """Live health monitor: page, JSON API, /metrics, /healthz. Exit 130 after Ctrl-C, 2 bad config or a non-loopback --host without --token."""
+    """Live health monitor: page, JSON API, /metrics, /probe (blackbox style), /healthz. Exit 130 after Ctrl-C, 2 bad config or a non-loopback --host without --token."""
     from stackprobe.monitor.core import Monitor
     from stackprobe.monitor.history import History
     from stackprobe.monitor.server import (
@@ -464,6 +476,8 @@ def serve(
         flow_interval=flow_interval,
         probe_timeout=probe_timeout,
         state=state_dir(),
+        hold=held,
+        location=location,
     )
     server = MonitorServer(monitor, host, port, token)
     console = err_console()

@@ -171,8 +171,11 @@ class Services:
     def kind(self, name: str) -> Kind[Any]:
         return self.kinds[self.stack.service(name).kind]
 
-    async def check(self, name: str, check_id: str) -> tuple[Outcome, str, dict[str, Any]]:
-        """Run one catalog check on a service now, on this run's open services."""
+    async def check(
+        self, name: str, check_id: str, run_id: str | None = None
+    ) -> tuple[Outcome, str, dict[str, Any]]:
+        """Run one catalog check on a service now, on this run's open services (what it
+        creates is named after `run_id`, by default this run's)."""
         spec = next(
             (c for c in self.kinds[self.stack.service(name).kind].checks if c.id == check_id), None
         )
@@ -184,9 +187,10 @@ class Services:
             )
         opened = await self.open(name)
         typed = typed_of(self.stack, name, opened.kind)
+        run_id = run_id or self.run_id
         ctx = CheckContext(
             client=opened.client, service_name=name, service=self.stack.service(name),
-            stack=self.stack, ns=service_namespace(self.run_id, name), run_id=self.run_id,
+            stack=self.stack, ns=service_namespace(run_id, name), run_id=run_id,
             options=typed.options,
             expectations=typed.expectations, services=self,
         )  # fmt: skip

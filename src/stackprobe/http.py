@@ -18,10 +18,14 @@ no query string and no password.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
 import httpx
 
 from stackprobe.config import ServiceConfig
@@ -206,3 +210,80 @@ class HttpApi:
 
     async def get_json(self, path: str, **params: Any) -> Any:
         return await self.json("GET", path, params=params or None)
+
+
+HOLD_READ = 64 * 1024
+
+
+class HeldHttp:
+    """An idle HTTP/1.1 keep-alive connection after one answered request."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def closed(self) -> str:
+        try:
+            while await self.reader.read(HOLD_READ):  # an idle keep-alive gets nothing
+                pass
+        except OSError as exc:  # a reset (the process died with data unread)
+            return f"held connection reset: {exc.strerror or type(exc).__name__}"
+        return "held connection closed by the server"
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+async def hold_http(http: httpx.AsyncClient, path: str, timeout: float = READ_TIMEOUT) -> HeldHttp:
+    """One keep-alive connection to `http`'s server, held idle after a GET of `path` (with the
+    client's own base URL, headers and credentials) that it answered with 2xx and without
+    closing; raises ServiceError when it cannot be held (refused, an error status, no
+    keep-alive), so the monitor falls back to probes only."""
+    request = http.build_request("GET", path)
+    if isinstance(http.auth, httpx.BasicAuth):
+        request = next(http.auth.auth_flow(request))
+    url = request.url
+    tls = ssl.create_default_context() if url.scheme == "https" else None
+    port = url.port or (443 if tls else 80)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(url.host, port, ssl=tls)
+        try:
+            await _one_keep_alive_exchange(reader, writer, request)
+        except BaseException:
+            writer.close()
+            raise
+    return HeldHttp(reader, writer)
+
+
+async def _one_keep_alive_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: httpx.Request
+) -> None:
+    conn = h11.Connection(h11.CLIENT)
+    headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"connection"]
+    writer.write(conn.send(h11.Request(method="GET", target=request.url.raw_path, headers=headers)))
+    writer.write(conn.send(h11.EndOfMessage()))
+    await writer.drain()
+    status = 0
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.ProtocolError as exc:
+            raise ServiceError(f"GET {request.url.path}: not HTTP/1.1: {exc}") from None
+        if event is h11.NEED_DATA:
+            data = await reader.read(HOLD_READ)
+            conn.receive_data(data)
+            if not data and conn.their_state is not h11.DONE:
+                raise ServiceError(f"GET {request.url.path}: connection closed before an answer")
+            continue
+        if isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.EndOfMessage):
+            break
+    if status not in SUCCESS:
+        raise ServiceError(f"GET {request.url.path}: HTTP {status}, not held")
+    try:
+        conn.start_next_cycle()  # refused when the server said `Connection: close`
+    except h11.ProtocolError:
+        raise ServiceError(f"GET {request.url.path}: the server does not keep it alive") from None

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -35,6 +35,19 @@ class Target:
     stack: Stack
     options: Any = None
     expectations: Any = None
+
+
+class Held(Protocol):
+    """One idle connection the monitor holds to a service (`Kind.watch`): the server closing
+    or resetting it is the fastest sign that its process died."""
+
+    async def closed(self) -> str:
+        """Return once the server closed or reset the connection: the cause, in one line."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close it from our side (the monitor stops, or opens it anew)."""
+        ...
 
 
 class NoOptions(BaseModel):
@@ -77,6 +90,9 @@ class Kind(Generic[ClientT]):
     traffic_of: Callable[[Stack, str], tuple[str, ...]] | None = None
     version: Callable[[ClientT], Awaitable[str | None]] | None = None
     liveness: Callable[[ClientT], Awaitable[None]] | None = None
+    # opens one idle connection with the kind's own client, held by the monitor: its close is
+    # a failed probe at once (confirmed by a re-probe); kinds without it are probed only
+    watch: Callable[[ClientT], Awaitable[Held]] | None = None
     # its checks look at the whole stack (the stack kind): an exclusive one runs alone, after
     # the others, as a disruptive one does (a load's latency must not include other checks)
     spans_stack: bool = False

@@ -6,6 +6,9 @@ own (Redis and a Celery worker that depends on it), kill its Redis, and watch th
 the worker, and bring both back after `sandbox up`. The server tests run the monitor's
 uvicorn server in-process over a Redis that is not there: half-open connections, the
 connection cap, /metrics as prometheus-client parses it, and the app mounted in another.
+The /probe tests answer blackbox-style on the session sandbox (and with its Redis stopped) and
+to a real Prometheus running the reference stack's scrape job; the held-connection tests kill
+Redis and Consul under a 5 s probe interval, which only the held connection can beat.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -35,16 +40,21 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from stackprobe.errors import ConfigError
+from stackprobe.http import hold_http
 from stackprobe.loader import load_stack
 from stackprobe.monitor import server as monitor_server
 from stackprobe.monitor.core import Monitor
 from stackprobe.monitor.history import History
 from stackprobe.monitor.server import MonitorServer, create_app
 from stackprobe.monitor.state import Policy
+from stackprobe.sandbox.components import observability as obs
+from stackprobe.sandbox.components.consul import CONSUL
 from stackprobe.sandbox.components.redis import CELERY_WORKER, REDIS
 from stackprobe.sandbox.manager import Sandbox
 from tests.conftest import RunningSandbox, free_port, need_binary
 from tests.integration.helpers import write_stack
+from tests.integration.prometheus_instance import running_prometheus, wait_for
+from tests.integration.test_observability import need_file
 
 
 @dataclass
@@ -160,7 +170,12 @@ def test_token_is_required_for_api_and_page_when_set(
     )
     assert served.get("/", params={"token": "s3cr3t-token"}).status_code == 200
     assert served.get("/readyz").status_code == 200  # orchestrator probes stay open
-    for path in ("/metrics", "/api/runs/latest", "/api/history?service=cache"):
+    for path in (
+        "/metrics",
+        "/api/runs/latest",
+        "/api/history?service=cache",
+        "/probe?service=cache",
+    ):
         assert served.get(path).status_code == 401, path
         assert served.get(path, params={"token": "s3cr3t-token"}).status_code == 401, (
             path
@@ -621,3 +636,205 @@ def test_ctrl_c_during_the_first_full_run_stops_serve_at_once(
     _, stderr = served.proc.communicate(timeout=30)
     assert served.proc.returncode == 130, stderr
     assert time.monotonic() - started < 20 and "Traceback" not in stderr
+
+
+# --- /probe (the blackbox exporter's contract) and held connections ---------------------------
+
+SCRAPE_TIMEOUT = "X-Prometheus-Scrape-Timeout-Seconds"
+
+
+def probe_samples(text: str) -> dict[str, tuple[dict[str, str], float]]:
+    """name (check id for stackprobe_check_status) -> (labels, value) of a /probe answer."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = s.labels.get("check", s.name) if s.name == "stackprobe_check_status" else s.name
+            found[key] = (s.labels, float(s.value))
+    return found
+
+
+def test_probe_answers_success_on_the_sandbox_and_failure_in_time_with_redis_stopped(
+    sandbox: RunningSandbox, serve: Callable[..., Served]
+) -> None:
+    served = serve(sandbox.sandbox.stack_file, "--full-interval", "3600", "--flow-interval", "0",
+                   "--location", "lab")  # fmt: skip
+    answer = served.get("/probe", params={"service": "cache"}, headers={SCRAPE_TIMEOUT: "3"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    got = probe_samples(answer.text)
+    assert got["probe_success"] == ({"location": "lab"}, 1.0)
+    assert got["probe_duration_seconds"][1] > 0
+    # operations, not sessions: its sliding-expiry check times a 0.8 s TTL, too tight for a
+    # busy machine running the monitor's first full run beside it
+    operations = served.get("/probe", params={"service": "cache", "capability": "operations"})
+    checks = {k: v for k, (labels, v) in probe_samples(operations.text).items() if "." in k}
+    assert checks and set(checks.values()) == {1.0}, operations.text
+    assert all(k.startswith("redis.operations.") for k in checks)
+    assert probe_samples(operations.text)["probe_success"][1] == 1
+    unknown = served.get("/probe", params={"service": "nope"})
+    assert unknown.status_code == 400 and unknown.text.count("\n") == 1
+    assert unknown.text.startswith("unknown service 'nope' (services: ")
+
+    cache = sandbox.sandbox.process("cache")
+    cache.stop()
+    try:
+        started = time.monotonic()
+        answer = served.get("/probe", params={"service": "cache"}, headers={SCRAPE_TIMEOUT: "2"})
+        took = time.monotonic() - started
+        got = probe_samples(answer.text)
+        assert answer.status_code == 200 and got["probe_success"] == ({"location": "lab"}, 0.0)
+        assert "cannot connect" in got["stackprobe_probe_error_info"][0]["reason"]
+        assert took < 2.0  # within the scrape timeout Prometheus sent
+        operations = served.get("/probe", params={"service": "cache", "capability": "operations"},
+                                headers={SCRAPE_TIMEOUT: "2"})  # fmt: skip
+        assert probe_samples(operations.text)["probe_success"][1] == 0
+    finally:
+        cache.start()
+
+
+def probe_job(monitor: str) -> dict[str, Any]:
+    """The reference stack's stackprobe-probe job, pointed at `monitor`, targets listed inline."""
+    shipped = Path(__file__).resolve().parents[2] / "deploy/compose/prometheus/prometheus.yml"
+    config = yaml.safe_load(shipped.read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "stackprobe-probe")
+    del job["authorization"], job["file_sd_configs"]  # no token on loopback; targets inline
+    job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": ["cache"]}])
+    for rule in job["relabel_configs"]:
+        if rule.get("replacement") == "host.docker.internal:8765":
+            rule["replacement"] = monitor
+    return dict(job)
+
+
+def test_a_real_prometheus_scraping_probe_sees_probe_success_flip_when_redis_is_killed(
+    small_sandbox: Sandbox, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--flow-interval", "0",
+                   "--location", "lab")  # fmt: skip
+    monitor = served.url.removeprefix("http://")
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [probe_job(monitor)]}
+    with running_prometheus(tmp_path, "prom", config) as (url, _):
+
+        def query(expr: str) -> list[dict[str, Any]]:
+            doc = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()
+            return list(doc["data"]["result"])
+
+        def success_is(value: str) -> dict[str, str] | None:
+            found = query('probe_success{service="cache"}')
+            return found[0]["metric"] if found and found[0]["value"][1] == value else None
+
+        labels = wait_for(url, "probe_success 1", lambda _: success_is("1"), timeout=30)
+        assert labels["job"] == "stackprobe-probe" and labels["instance"] == "cache"
+        assert labels["location"] == "lab"
+        kill_redis(small_sandbox)
+        wait_for(url, "probe_success 0", lambda _: success_is("0"), timeout=20)
+        # a failed probe is an answer, not a failed scrape: the target stays up
+        assert [r["value"][1] for r in query('up{job="stackprobe-probe"}')] == ["1"]
+        small_sandbox.up()
+        wait_for(url, "probe_success 1 again", lambda _: success_is("1"), timeout=30)
+
+
+def test_a_held_connection_turns_a_killed_redis_down_at_once(
+    small_sandbox: Sandbox, serve: Callable[..., Served]
+) -> None:
+    """With probes every 5 s, only the held connection can see the kill within the bound."""
+    served = serve(small_sandbox.stack_file, "--full-interval", "3600", "--flow-interval", "0",
+                   "--grace", "0", "--interval", "5")  # fmt: skip
+    wait_until(lambda: served.get("/healthz").status_code == 200, 20, "all up")
+    wait_until(
+        lambda: served.get("/api/status").json()["held"] == ["cache", "worker"], 10, "both held"
+    )
+    killed = kill_redis(small_sandbox)
+    while states(served)["cache"]["state"] != "down":
+        assert time.monotonic() - killed < 3, "cache not down within 3 s"
+        time.sleep(0.01)
+    took = time.monotonic() - killed
+    assert took < 0.5, f"cache down after {took:.2f} s"
+    probes = served.get("/api/history", params={"service": "cache"}).json()["probes"]
+    assert probes[-2]["error"].startswith("held connection closed: ")  # the close, then
+    assert "cannot connect" in probes[-1]["error"]  # the re-probe that confirmed it
+    # the worker's held connection is to its broker: it goes down with it, not 10 s later
+    wait_until(lambda: states(served)["worker"]["state"] == "down", 2, "worker down")
+    small_sandbox.up()
+    wait_until(lambda: served.get("/healthz").status_code == 200, 20, "all up again")
+
+
+def test_a_consul_kill_is_seen_through_its_held_keep_alive_connection(
+    tmp_path: Path, serve: Callable[..., Served]
+) -> None:
+    need_binary("consul", "scripts/install-services consul")
+    box = Sandbox(root=tmp_path / "consul", components=(CONSUL,))
+    box.up()
+    try:
+        served = serve(box.stack_file, "--full-interval", "3600", "--flow-interval", "0",
+                       "--grace", "0", "--interval", "5")  # fmt: skip
+        wait_until(lambda: states(served)["discovery"]["state"] == "up", 20, "consul up")
+        wait_until(lambda: served.get("/api/status").json()["held"] == ["discovery"], 10, "held")
+        killed = time.monotonic()
+        box.process("consul").kill()
+        while states(served)["discovery"]["state"] != "down":
+            assert time.monotonic() - killed < 3, "discovery not down within 3 s"
+            time.sleep(0.01)
+        assert time.monotonic() - killed < 1.0  # probes alone: 5 s at the least
+        probes = served.get("/api/history", params={"service": "discovery"}).json()["probes"]
+        assert probes[-2]["error"] == "held connection closed by the server"
+    finally:
+        box.down()
+
+
+def test_hold_http_sees_a_stopped_prometheus_close_its_keep_alive_connection(
+    tmp_path: Path,
+) -> None:
+    config: dict[str, Any] = {"global": {"scrape_interval": "1s"}, "scrape_configs": []}
+
+    async def held_until_stopped() -> tuple[bool, str, float]:
+        with running_prometheus(tmp_path, "prom", config) as (url, _):
+            async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+                held = await hold_http(http, "/-/ready")
+                closed = asyncio.ensure_future(held.closed())
+                await asyncio.sleep(1.5)
+                still_open = not closed.done()
+        stopped = time.monotonic()  # running_prometheus stopped it on exit
+        cause = await asyncio.wait_for(closed, 5)
+        await held.aclose()
+        return still_open, cause, time.monotonic() - stopped
+
+    still_open, cause, after = asyncio.run(held_until_stopped())
+    assert still_open  # idle, the connection stays up while Prometheus runs
+    assert cause in (
+        "held connection closed by the server",
+        "held connection reset: Connection reset by peer",
+    )
+    assert after < 1.0
+
+
+def alive(served: Served, service: str) -> bool:
+    return states(served)[service]["alive"] is True
+
+
+def test_a_killed_collector_and_prometheus_are_seen_through_held_connections(
+    tmp_path: Path, serve: Callable[..., Served]
+) -> None:
+    """The HTTP kinds' held keep-alive connections, each killed under a 5 s probe interval."""
+    need_file(obs.CACHE_BIN / "jaeger", "scripts/install-services jaeger")  # the collector's store
+    need_file(obs.CACHE_BIN / "otelcol-stackprobe", "scripts/install-services otelcol")
+    need_binary("prometheus", "scripts/install-services prometheus")
+    box = Sandbox(root=tmp_path / "obs", components=obs.COMPONENTS)
+    box.up()
+    try:
+        served = serve(box.stack_file, "--full-interval", "3600", "--flow-interval", "0",
+                       "--grace", "0", "--interval", "5")  # fmt: skip
+        # Jaeger's query API answers `Connection: close` (v1.76 here): probed only
+        watched = ["metrics", "otel"]
+        wait_until(lambda: served.get("/api/status").json()["held"] == watched, 20, "both held")
+        for service, component in (("otel", "otelcol"), ("metrics", "prometheus")):
+            wait_until(partial(alive, served, service), 20, f"{service} up")
+            killed = time.monotonic()
+            box.process(component).kill()
+            while states(served)[service]["state"] != "down":
+                assert time.monotonic() - killed < 3, f"{service} not down within 3 s"
+                time.sleep(0.01)
+            assert time.monotonic() - killed < 1.0, service  # probes alone: 5 s at the least
+            probes = served.get("/api/history", params={"service": service}).json()["probes"]
+            assert probes[-2]["error"].startswith("held connection "), (service, probes[-2:])
+            box.process(component).start()
+    finally:
+        box.down()

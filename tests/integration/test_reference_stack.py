@@ -294,3 +294,30 @@ def test_prometheus_scrapes_the_compose_services_the_stack_file_expects() -> Non
                 assert host == "localhost" or host in compose.services, target
     for rule_file in stack["services"]["prometheus"]["options"]["rule_files"]:
         assert (DEPLOY / rule_file).is_file()
+
+
+def test_the_probe_job_is_blackbox_style_on_the_monitors_probe_endpoint() -> None:
+    """Targets are service names: they become ?service=, `service` and `instance`, and the
+    scrape goes to the monitor (its __tmp_monitor, else the host's)."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "stackprobe-probe")
+    assert job["metrics_path"] == "/probe"
+    assert job["authorization"]["credentials_file"] == "secrets/stackprobe-token"
+    relabel = [(r.get("source_labels"), r["target_label"]) for r in job["relabel_configs"]]
+    assert relabel[0] == (["__address__"], "__param_service")
+    assert (["__param_service"], "service") in relabel
+    assert [t for s, t in relabel if t == "__address__"] == ["__address__", "__address__"]
+    assert job["file_sd_configs"][0]["files"] == ["targets/probe*.yml"]
+    assert yaml.safe_load((PROMETHEUS / "targets" / "probe.yml").read_text()) == []
+
+
+def test_the_dashboard_shows_probe_success_per_service_and_location() -> None:
+    board = dashboards()["infrastructure-health.json"]
+    titles = [p["title"] for p in board["panels"]]
+    row = titles.index("Probes per location")
+    after = board["panels"][row + 1 :]
+    exprs = {p["title"]: p["targets"][0] for p in after}
+    success = exprs["Probe success per location"]
+    assert success["expr"].startswith('probe_success{job="stackprobe-probe"')
+    assert "{{service}}" in success["legendFormat"] and "{{location}}" in success["legendFormat"]
+    assert "by (service)" in exprs["Locations that see a service down"]["expr"]

@@ -15,7 +15,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "errors", "durations", "state", "redact", "ids", "urls", "config", "explain", "http",
         "otlp", "dns", "check", "httpserver",
     ),
-    "kinds": ("kinds", "services", "compose", "resilience", "flow", "flow_probe", "load"),  # the compose library, the load engine
+    "kinds": ("kinds", "held", "services", "compose", "resilience", "flow", "flow_probe", "load"),  # the compose library, the load engine
     "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover", "resilience.restore",
                "report", "sandbox", "testing", "progress", "wait", "logs"),
     "front": ("cli", "frontend", "pytest_plugin", "monitor", "compose.commands", "resilience.commands", "flow_commands",

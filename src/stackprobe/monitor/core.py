@@ -2,6 +2,12 @@
 full interval, and the end-to-end flow as a synthetic transaction every flow interval, all on
 the same catalog and engine as `stackprobe run` (the flow one at a time with the full runs:
 both send spans through the collector whose counters an exclusive check reads).
+
+Held connections: for each service whose kind has `watch`, the monitor holds one idle
+connection; when the server closes or resets it, a re-probe runs at once, and only when that
+fails too are both counted as failed probes (down with the default `down_after` 2), so a
+connection recycled by a proxy or an idle timeout does not flap the state. A hung service
+(no close, no answer) is seen by the probes' timeout as before.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from stackprobe.store import save_result
 
 SPARKLINE_POINTS = 60
 FLOW_HISTORY_POINTS = 30
+HOLD_BACKOFF_MAX_S = 60.0  # between attempts to hold a connection an alive service refuses
 
 
 @dataclass
@@ -48,6 +55,9 @@ class Monitor:
     latest_flow: CheckResult | None = None
     latest_flow_at: float | None = None
     last_failing_hop: dict[str, Any] | None = None
+    hold: bool = True  # held connections for kinds with `watch` (False: probes only)
+    location: str | None = None  # a `location` label on every metric series
+    held_closes: int = 0  # closes of held connections seen (confirmed or not)
 
     def __post_init__(self) -> None:
         now = time.time()
@@ -56,6 +66,7 @@ class Monitor:
         # one client per service for the monitor's lifetime (clients reconnect by themselves)
         self.services = Services(self.stack, self.kinds)
         self._one_at_a_time = asyncio.Lock()  # a flow never runs beside a full run
+        self.held: set[str] = set()  # services whose held connection is open now
 
     # --- probing -----------------------------------------------------------------------------
 
@@ -71,16 +82,73 @@ class Monitor:
             return False, None, self.redactor.text(explain(exc))
         return True, round(took * 1000, 3), ""
 
+    def _observe(self, rows: list[tuple[str, bool, float | None, str]], now: float) -> None:
+        for name, ok, latency, error in rows:
+            self.trackers[name].observe(
+                ok, now, latency / 1000 if latency is not None else None, error
+            )
+
+    async def watch(self, name: str, stop: asyncio.Event) -> None:
+        """Hold one idle connection to `name` until `stop`; a close confirmed by a re-probe
+        counts as two failed probes, an unconfirmed one (recycled) only re-opens it."""
+        kind = self.services.kind(name)
+        if kind.watch is None:
+            return
+        refused = 0  # holds that failed in a row while the service was alive
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(max(self.probe_timeout, 1.0)):
+                    opened = await self.services.open(name)
+                    held = await kind.watch(opened.client)
+            except Exception:  # noqa: BLE001 - cannot hold: the probes see why; try later
+                self.services.forget(name)
+                # down: hold again as soon as it is back; alive (a server or proxy that does
+                # not keep connections alive): back off, up to a minute
+                refused = refused + 1 if self.trackers[name].alive else 0
+                pause = min(self.interval * 2**refused, max(self.interval, HOLD_BACKOFF_MAX_S))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                continue
+            refused = 0
+            self.held.add(name)
+            closed = asyncio.ensure_future(held.closed())
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not closed.done():
+                    return
+                try:
+                    cause = closed.result()
+                except Exception as exc:  # noqa: BLE001 - a broken hold is a close, with why
+                    cause = f"held connection failed: {explain(exc)}"
+                cause = self.redactor.text(cause)
+            finally:  # also when the monitor is cancelled (Ctrl-C)
+                closed.cancel()
+                stopping.cancel()
+                self.held.discard(name)
+                with contextlib.suppress(Exception):
+                    await held.aclose()
+            self.held_closes += 1
+            ok, _, error = await self.probe(name)
+            if ok:
+                continue  # recycled by the server or a proxy: the service answers; hold anew
+            now = time.time()
+            rows: list[tuple[str, bool, float | None, str]] = [
+                (name, False, None, cause),
+                (name, False, None, error),
+            ]
+            self._observe(rows, now)
+            await asyncio.to_thread(self.history.record_round, rows, now)
+            with contextlib.suppress(TimeoutError):  # down: the probes see it come back
+                await asyncio.wait_for(stop.wait(), self.interval)
+
     async def probe_round(self) -> None:
         names = list(self.stack.services)
         outcomes = await asyncio.gather(*(self.probe(n) for n in names))
         now = time.time()
         rows = [(n, ok, lat, err) for n, (ok, lat, err) in zip(names, outcomes, strict=True)]
         await asyncio.to_thread(self.history.record_round, rows, now)  # disk I/O off the probe loop
-        for name, ok, latency, error in rows:
-            self.trackers[name].observe(
-                ok, now, latency / 1000 if latency is not None else None, error
-            )
+        self._observe(rows, now)
         self.rounds += 1
         self.ready = True
 
@@ -152,8 +220,9 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.flow_interval)
 
+        watches = [self.watch(n, stop) for n in self.stack.services] if self.hold else []
         try:
-            await asyncio.gather(probing(), full_runs(), flows())
+            await asyncio.gather(probing(), full_runs(), flows(), *watches)
         finally:
             await self.services.aclose()
 
@@ -230,6 +299,8 @@ class Monitor:
             "generated_at": time.time(),
             "ready": self.ready,
             "all_up": bool(statuses) and all(s.alive is True for s in statuses.values()),
+            "held": sorted(self.held),  # services whose held connection is open
+            "held_closes": self.held_closes,  # closes of held connections, recycled ones too
             "services": {name: self.service_view(name, st) for name, st in statuses.items()},
             "coverage": run.coverage.model_dump() if run else None,
             "flow": self.flow_view(),

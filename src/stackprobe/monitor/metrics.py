@@ -3,11 +3,12 @@
 A collector reads the monitor at each scrape; each server gets its own registry (never the
 process-wide default one), rendered in the Prometheus text format 0.0.4, or in OpenMetrics
 when the scraper's Accept header asks for it. Label values go through the stack's redaction.
+With `serve --location NAME` every series carries `location="NAME"` (so do /probe's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,6 +25,9 @@ class MonitorCollector(Collector):
         self.monitor = monitor
 
     def collect(self) -> Iterator[Metric]:
+        yield from with_location(self._families(), self.monitor.location)
+
+    def _families(self) -> Iterator[Metric]:
         m = self.monitor
         label = m.redactor.text
         statuses = m.statuses()
@@ -110,6 +114,16 @@ class MonitorCollector(Collector):
             "1 when the last synthetic flow passed every hop it ran, else 0",
             value=1 if flow.outcome is Outcome.PASSED else 0,
         )
+
+
+def with_location(families: Iterable[Metric], location: str | None) -> Iterator[Metric]:
+    """`families` with a `location` label on every sample (unchanged when it is None)."""
+    for family in families:
+        if location is not None:
+            family.samples = [
+                s._replace(labels={**s.labels, "location": location}) for s in family.samples
+            ]
+        yield family
 
 
 def registry_for(monitor: Monitor) -> CollectorRegistry:

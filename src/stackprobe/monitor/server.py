@@ -1,6 +1,6 @@
 """The monitor's web face as an ASGI app: the page, the JSON API, /metrics, health.
 
-`create_app` builds a Starlette app; `MonitorServer` serves it with uvicorn on the running
+`create_app` builds a Starlette app (/probe: `stackprobe.monitor.probe`); `MonitorServer` serves it with uvicorn on the running
 asyncio loop (what `stackprobe serve` does). No external assets: the page is one document that
 polls `api/status` (relative, so the app can be mounted under a prefix). Bound beyond loopback
 only with a token: a Bearer header, or `?token=` for the page itself; /healthz and /readyz
@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from stackprobe.errors import ConfigError
-from stackprobe.monitor import metrics
+from stackprobe.monitor import metrics, probe
 from stackprobe.monitor.core import Monitor
 from stackprobe.monitor.page import PAGE
 from stackprobe.redact import Redactor
@@ -94,6 +94,7 @@ def create_app(monitor: Monitor, token: str | None) -> Starlette:
         Route("/api/runs/latest", guarded(views.latest_run)),
         Route("/api/flow", guarded(views.flow)),
         Route("/metrics", guarded(views.metrics)),
+        Route("/probe", guarded(views.probe)),  # the blackbox exporter's contract
         Route("/healthz", views.healthz),  # open: they reveal only up/down
         Route("/readyz", views.readyz),
         Route("/{path:path}", guarded(views.no_route)),  # unknown paths answer only with a token
@@ -153,6 +154,7 @@ class _Views:
     def __init__(self, monitor: Monitor, registry: CollectorRegistry) -> None:
         self.monitor = monitor
         self.registry = registry
+        self.prober = probe.Prober(monitor)
 
     async def page(self, request: Request) -> Response:
         return HTMLResponse(PAGE)
@@ -206,6 +208,18 @@ class _Views:
 
     async def metrics(self, request: Request) -> Response:
         body, content_type = metrics.exposition(self.registry, request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
+
+    async def probe(self, request: Request) -> Response:
+        try:
+            wanted = probe.parse(self.monitor, request.query_params)
+            seconds = probe.budget(request.headers.get(probe.SCRAPE_TIMEOUT_HEADER))
+        except probe.BadProbe as exc:
+            return _text(400, self.monitor.redactor.text(str(exc)) + "\n")
+        result = await self.prober.run(wanted, seconds)
+        body, content_type = metrics.exposition(
+            probe.registry_of(result, self.monitor), request.headers.get("accept", "")
+        )
         return Response(body, media_type=content_type)
 
     async def healthz(self, request: Request) -> Response:

@@ -24,8 +24,9 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from pydantic import BaseModel, ConfigDict
 
 from stackprobe.check import CheckContext, CheckFailed
+from stackprobe.held import hold_redis
 from stackprobe.ids import is_leftover
-from stackprobe.kinds import Kind, Target
+from stackprobe.kinds import Held, Kind, Target
 from stackprobe.urls import with_credentials
 
 PING_TIMEOUT = 1.0
@@ -245,6 +246,15 @@ async def _liveness(client: CeleryClient) -> None:
         raise CheckFailed("no Celery worker answered ping")
 
 
+async def _watch(client: CeleryClient) -> Held:
+    """A held connection to the broker: a dead broker is a dead Celery at once."""
+    broker = aioredis.Redis.from_url(client.broker_url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        return await hold_redis(broker)
+    finally:
+        await broker.aclose()  # the held connection is the broker client's own, not its pool's
+
+
 async def _sweep(client: CeleryClient, target: Target, cutoff: datetime) -> list[str]:
     """Result keys of killed runs (`celery-task-meta-stackprobe-<run_id>-...`) older than cutoff."""
     removed: list[str] = []
@@ -267,6 +277,7 @@ KIND: Kind[CeleryClient] = Kind(
     options_model=CeleryOptions,
     version=_version,
     liveness=_liveness,
+    watch=_watch,
     sweep=_sweep,
 )
 check = KIND.check

@@ -28,12 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
 from stackprobe.dns import SrvAnswer, query_srv
 from stackprobe.errors import ServiceError
-from stackprobe.http import CONNECT_TIMEOUT, HttpServiceError, client_for
+from stackprobe.http import CONNECT_TIMEOUT, HttpServiceError, client_for, hold_http
 from stackprobe.httpserver import LocalHttpServer
 from stackprobe.httpserver import Request as HttpRequest
 from stackprobe.httpserver import Response as HttpResponse
 from stackprobe.ids import PREFIX, is_leftover
-from stackprobe.kinds import Kind, Target
+from stackprobe.kinds import Held, Kind, Target
 
 HTTP_TIMEOUT = 5.0  # every call (stackprobe.http's read timeout); blocking queries add their wait
 TOKEN_HEADER = "X-Consul-Token"  # noqa: S105 - the name of the header Consul reads its ACL token from
@@ -280,6 +280,11 @@ async def _liveness(client: ConsulClient) -> None:
         raise CheckFailed("no cluster leader (/v1/status/leader is empty)")
 
 
+async def _watch(client: ConsulClient) -> Held:
+    """A keep-alive connection to the agent's HTTP API, held idle after its leader query."""
+    return await hold_http(client.http, "/v1/status/leader")
+
+
 def _ours(name: str, cutoff: datetime) -> bool:
     return name.startswith(PREFIX) and is_leftover(name, cutoff)
 
@@ -342,6 +347,7 @@ KIND: Kind[ConsulClient] = Kind(
     expectations_model=ConsulExpectations,
     version=_version,
     liveness=_liveness,
+    watch=_watch,
     sweep=_sweep,
     writes=_writes,
 )

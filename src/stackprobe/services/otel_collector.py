@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict
 
 from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.http import client_for, raise_unless, refuse_auth
-from stackprobe.kinds import Kind, Target
+from stackprobe.http import client_for, hold_http, raise_unless, refuse_auth
+from stackprobe.kinds import Held, Kind, Target
 from stackprobe.resilience.writers import span_writes_via
 from stackprobe.services.prometheus import PrometheusAPI
 from stackprobe.services.tracestore import PROBE_SERVICE, TraceStore
@@ -111,6 +111,11 @@ async def _liveness(collector: Collector) -> None:
     raise_unless(await collector.http.get(collector.endpoint("health")), label=LABEL)
 
 
+async def _watch(collector: Collector) -> Held:
+    """A keep-alive connection to the health_check extension, held idle after one check."""
+    return await hold_http(collector.http, collector.endpoint("health"))
+
+
 async def _writes(ctx: CheckContext[Any], service: str) -> Any:
     """Resilience write accounting: spans sent to this collector over OTLP/HTTP (the SDK
     retries while it is down), read back from its linked trace store."""
@@ -138,6 +143,7 @@ KIND: Kind[Collector] = Kind(
     links={"prometheus": "prometheus", "trace_store": ("jaeger", "tempo")},
     version=_version,
     liveness=_liveness,
+    watch=_watch,
     writes=_writes,
 )
 check = KIND.check

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from stackprobe import otlp
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
-from stackprobe.http import client_for, json_body, raise_unless, refuse_auth
-from stackprobe.kinds import Kind, Target
+from stackprobe.http import client_for, hold_http, json_body, raise_unless, refuse_auth
+from stackprobe.kinds import Held, Kind, Target
 from stackprobe.services import promql
 
 LABEL = "prometheus"
@@ -125,6 +125,12 @@ async def _liveness(api: PrometheusAPI) -> None:
     raise_unless(await api.http.get("/-/ready"), label=LABEL)
 
 
+async def _watch(api: PrometheusAPI) -> Held:
+    """A keep-alive connection held idle after /-/ready (closed by Prometheus when it dies,
+    or after its idle timeout, --web.read-timeout: then the monitor re-probes and re-opens)."""
+    return await hold_http(api.http, "/-/ready")
+
+
 KIND: Kind[PrometheusAPI] = Kind(
     name="prometheus",
     description="Prometheus: health, scrape targets, queries, alert rules that can fire",
@@ -137,6 +143,7 @@ KIND: Kind[PrometheusAPI] = Kind(
     traffic_links=("collector",),
     version=_version,
     liveness=_liveness,
+    watch=_watch,
 )
 check = KIND.check
 

@@ -25,6 +25,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import WatchError
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
+from stackprobe.held import hold_redis
 from stackprobe.ids import PREFIX, is_leftover
 from stackprobe.kinds import Kind, SyncAccess, Target
 from stackprobe.services.celery import CeleryClient, celery_client, probe_task_id
@@ -207,6 +208,7 @@ KIND: Kind[Client] = Kind(
     links={"celery": "celery"},
     version=_version,
     liveness=_liveness,
+    watch=hold_redis,
     sweep=_sweep,
     sync=SyncAccess(open=_sync_client, delete=lambda client, key: client.delete(key)),
     writes=_writes,

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped
 from stackprobe.durations import DurationText, parse_duration
-from stackprobe.http import client_for, expect_json, raise_unless, refuse_auth
-from stackprobe.kinds import Kind, Target
+from stackprobe.http import client_for, expect_json, hold_http, raise_unless, refuse_auth
+from stackprobe.kinds import Held, Kind, Target
 from stackprobe.services.tracestore import (
     StoredSpan,
     flatten_otlp_attributes,
@@ -164,6 +164,11 @@ async def _liveness(store: TempoStore) -> None:
     raise_unless(await store.http.get("/ready"), label=LABEL)
 
 
+async def _watch(store: TempoStore) -> Held:
+    """A keep-alive connection to Tempo's HTTP API, held idle after /ready."""
+    return await hold_http(store.http, "/ready")
+
+
 KIND: Kind[TempoStore] = Kind(
     name="tempo",
     description="Grafana Tempo as the trace store: ingest, correlation, TraceQL search, retention",
@@ -176,6 +181,7 @@ KIND: Kind[TempoStore] = Kind(
     traffic_links=("collector",),
     version=_version,
     liveness=_liveness,
+    watch=_watch,
     writes=store_writes,
 )
 register_checks(KIND)
