@@ -29,6 +29,7 @@ from tests.conftest import RunningSandbox, free_port
 from tests.faults.http_proxy import HttpFaultProxy, HttpRequest, HttpResponse
 from tests.integration import prometheus_instance
 from tests.integration.helpers import run_stack, write_stack
+from tests.integration.prometheus_instance import PrometheusBuild
 
 PIPELINE_KINDS = ("otel-collector", "prometheus", "jaeger")
 
@@ -188,11 +189,12 @@ def test_stopped_collector_makes_its_checks_error_quickly(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def troubled_prometheus(tmp_path: Path) -> Iterator[Path]:
-    """A real Prometheus with a dead target, an erroring rule, a dead alert and a bad rule file."""
-    from tests.conftest import need_binary
-
-    need_binary("prometheus", "scripts/install-services prometheus")
+def troubled_prometheus(
+    tmp_path: Path, prometheus_build: PrometheusBuild, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A real Prometheus with a dead target, an erroring rule, a dead alert and a bad rule file
+    (each build's server, and its promtool for stackprobe's promtool check)."""
+    prometheus_instance.promtool_on_path(prometheus_build, monkeypatch)
     ghost = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -214,7 +216,7 @@ def troubled_prometheus(tmp_path: Path) -> Iterator[Path]:
         ]
     }
     box, component = prometheus_instance.prometheus(
-        tmp_path, "troubled", config, {"rules.yml": rules}
+        tmp_path, "troubled", config, {"rules.yml": rules}, prometheus_build
     )
     box.up()
     bad_rules = tmp_path / "bad-rules.yml"
@@ -266,14 +268,11 @@ def test_prometheus_checks_fail_on_real_misconfigurations(
 
 
 def test_prometheus_query_fails_when_nothing_is_scraped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus_build: PrometheusBuild
 ) -> None:
-    from tests.conftest import need_binary
-
     monkeypatch.setattr(prometheus, "UP_TIMEOUT", 2.0)
-    need_binary("prometheus", "scripts/install-services prometheus")
     box, component = prometheus_instance.prometheus(
-        tmp_path, "empty", {"global": {"evaluation_interval": "1s"}}
+        tmp_path, "empty", {"global": {"evaluation_interval": "1s"}}, build=prometheus_build
     )
     box.up()
     try:

@@ -20,7 +20,13 @@ import pytest
 from stackprobe.results import CheckResult, RunResult
 from stackprobe.services import prometheus
 from tests.integration.helpers import run_stack, write_stack
-from tests.integration.prometheus_instance import rules_of, running_prometheus, wait_for
+from tests.integration.prometheus_instance import (
+    PrometheusBuild,
+    promtool_on_path,
+    rules_of,
+    running_prometheus,
+    wait_for,
+)
 
 CONFIG = {
     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -147,7 +153,9 @@ def _check(result: RunResult, name: str) -> CheckResult:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def published(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_build: PrometheusBuild
+) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("published")
     files = {
         "absence.yml": ABSENCE,
@@ -155,7 +163,10 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
         "syntax.yml": SYNTAX,
         "dead.yml": DEAD,
     }
-    with running_prometheus(tmp, "published", dict(CONFIG), files) as (url, folder):
+    with running_prometheus(tmp, "published", dict(CONFIG), files, prometheus_build) as (
+        url,
+        folder,
+    ):
         # polled: the self-scrape and the 1 s groups have run once (the 1 h group has not)
         wait_for(url, "the fast groups evaluated", lambda u: any(r["name"] == "job:up:sum" and r["health"] == "ok" for r in rules_of(u)))  # fmt: skip
         yield url, folder
@@ -224,11 +235,11 @@ def test_published_shapes_give_no_false_dead_rule_and_name_each_dead_one(
     ]
 
 
-def test_a_firing_rule_is_never_dead(tmp_path: Path) -> None:
+def test_a_firing_rule_is_never_dead(tmp_path: Path, prometheus_build: PrometheusBuild) -> None:
     """`vector(1) and on() node_load1` cannot be read as alive from its selectors, yet an
     alert Prometheus shows firing is alive: here the state wins over the analysis."""
     files = {"f.yml": {"groups": [group("g", alert("FiresAnyway", "vector(1)"), alert("Dead", "node_load1 > 1"))]}}  # fmt: skip
-    with running_prometheus(tmp_path, "firing", dict(CONFIG), files) as (url, _):
+    with running_prometheus(tmp_path, "firing", dict(CONFIG), files, prometheus_build) as (url, _):
         wait_for(url, "FiresAnyway firing", lambda u: any(r.get("state") == "firing" for r in rules_of(u)))  # fmt: skip
         result = run_stack(_stack(tmp_path, url), capabilities=("alerting-thresholds",))
     dead = _check(result, "no_dead_rules")
@@ -236,14 +247,19 @@ def test_a_firing_rule_is_never_dead(tmp_path: Path) -> None:
     assert dead.evidence["summary"]["firing_or_pending"] == 1
 
 
-def test_promtool_lint_findings_are_a_warning(tmp_path: Path) -> None:
+def test_promtool_lint_findings_are_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus_build: PrometheusBuild
+) -> None:
     duplicate = tmp_path / "duplicate.yml"
     duplicate.write_text(
         "groups:\n- name: g\n  rules:\n"
         "  - {record: job:up:sum, expr: sum by (job) (up)}\n"
         "  - {record: job:up:sum, expr: sum by (job) (up)}\n"
     )
-    with running_prometheus(tmp_path, "lint", dict(CONFIG), {"ok.yml": RECORDED}) as (url, _):
+    promtool_on_path(prometheus_build, monkeypatch)
+    with running_prometheus(
+        tmp_path, "lint", dict(CONFIG), {"ok.yml": RECORDED}, prometheus_build
+    ) as (url, _):
         result = run_stack(
             _stack(tmp_path, url, options={"rule_files": [str(duplicate)]}),
             capabilities=("alerting-thresholds",),
@@ -280,11 +296,11 @@ def _large_rule_set(count: int) -> dict[str, Any]:
 
 
 def test_a_thousand_rules_finish_within_the_timeout_with_a_readable_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus_build: PrometheusBuild
 ) -> None:
     count = 1200
     files = {"collection.yml": _large_rule_set(count)}
-    with running_prometheus(tmp_path, "large", dict(CONFIG), files) as (url, _):
+    with running_prometheus(tmp_path, "large", dict(CONFIG), files, prometheus_build) as (url, _):
         wait_for(url, f"{count} rules loaded", lambda u: len(rules_of(u)) == count)
         started = time.monotonic()
         # just started: what selects nothing is asked again each second for UP_TIMEOUT

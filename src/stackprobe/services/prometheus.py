@@ -522,7 +522,7 @@ class DeadRuleAnalysis:
         ]
         await self.measure([*bases, *singles])
         value_exprs = {
-            (s.base, m.label): f"count by ({m.label}) ({s.base.promql()})"
+            (s.base, m.label): f"count by ({promql.label_name(m.label)}) ({s.base.promql()})"
             for s in selectors
             if s.base.metric or s.base.matchers
             for m in s.label_matchers
