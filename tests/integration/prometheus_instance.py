@@ -3,6 +3,7 @@ started through the sandbox machinery (ready by polling /-/ready, stopped by the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -37,6 +38,7 @@ class PrometheusBuild:
     prometheus: str
     promtool: str
     install: str
+    flags: tuple[str, ...] = ()  # added to every server's command line
 
     def paths(self) -> tuple[str, str]:
         """(prometheus, promtool) paths; fails in CI and skips elsewhere when missing."""
@@ -63,6 +65,8 @@ BUILDS = (
     PrometheusBuild(
         "prometheus3", 3, str(obs.CACHE_BIN / "prometheus3"), str(obs.CACHE_BIN / "promtool3"),
         "scripts/install-services prometheus3",
+        # 3.x moved holt_winters to double_exponential_smoothing, behind this flag
+        ("--enable-feature=promql-experimental-functions",),
     ),
 )  # fmt: skip
 
@@ -101,6 +105,9 @@ def prometheus(
     """A Prometheus of `build` with `config` (targets may name SELF) and rule files {file
     name: content} (a dict is written as YAML, a str as it is); not started yet."""
     binary = build.paths()[0]
+    # a copy: SELF is replaced per server (a shared CONFIG once kept the first server's port,
+    # so every later server of a module scraped that one, or nothing once it stopped)
+    config = copy.deepcopy(config)
 
     def command(layout: Layout) -> list[str]:
         layout.dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +129,7 @@ def prometheus(
         (layout.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         return [
             binary, f"--config.file={layout.dir / 'prometheus.yml'}", f"--storage.tsdb.path={layout.dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{layout.port('prometheus')}",
+            f"--web.listen-address=127.0.0.1:{layout.port('prometheus')}", *build.flags,
         ]  # fmt: skip
 
     component = dataclasses.replace(obs.PROMETHEUS, binary=binary, command=command, requires=())

@@ -11,6 +11,7 @@ resolved end to end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import shutil
@@ -558,13 +559,36 @@ class DeadRuleAnalysis:
         ]  # fmt: skip
         if empty:
             parts = [
-                f"{m} selects nothing ({m.label} has {_values(seen[m.label])})" if any(seen[m.label])
-                else f"{m} selects nothing (no {s.base} series has label {m.label})"
+                _float_twin_hint(m, seen[m.label])
+                or (f"{m} selects nothing ({m.label} has {_values(seen[m.label])})" if any(seen[m.label])
+                    else f"{m} selects nothing (no {s.base} series has label {m.label})")
                 for m in empty
             ]  # fmt: skip
             return Finding(str(s), f"{s}: " + "; ".join(parts), metric=s.metric, matcher=", ".join(str(m) for m in empty), values=seen)  # fmt: skip
         together = ", ".join(str(m) for m in s.label_matchers)
         return Finding(str(s), f"{s}: {together} each select series, but no series has them all", metric=s.metric, matcher=together, values=seen)  # fmt: skip
+
+
+FLOAT_LABELS = ("le", "quantile")  # Prometheus 3 writes these as floats: le="1" is le="1.0"
+
+
+def _float_twin_hint(m: promql.Matcher, values: list[str]) -> str | None:
+    """`le="1"` written for 2.x on a Prometheus 3, which stores classic histogram buckets and
+    summary quantiles normalised to floats (`le="1.0"`): say so, with the value it stores."""
+    if m.label not in FLOAT_LABELS or m.op != "=":
+        return None
+    try:
+        wanted = float(m.value)
+    except ValueError:
+        return None
+    for value in values:
+        with contextlib.suppress(ValueError):
+            if value != m.value and float(value) == wanted:
+                return (
+                    f"{m} selects nothing: this Prometheus stores {m.label}={promql.quote(value)} "
+                    f"(3.x normalises {m.label} to a float)"
+                )
+    return None
 
 
 async def _warming(api: PrometheusAPI) -> bool:
