@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -329,3 +330,44 @@ def test_a_thousand_rules_finish_within_the_timeout_with_a_readable_message(
     summary = dead.evidence["summary"]
     batches = -(-summary["selectors"] // prometheus.PROBE_BATCH)  # per pass, at most
     assert summary["queries"] <= summary["passes"] * batches + 10, summary
+
+
+def test_what_differs_on_prometheus_3_is_named(
+    tmp_path: Path, prometheus_build: PrometheusBuild
+) -> None:
+    """`le="1"` selects buckets on 2.42 but nothing on 3.x, which stores `le="1.0"`: the finding
+    says so. A recorded metric asked with a label value it never has is dead (on both). On 3.x, UTF-8 names (OpenTelemetry's dots, quoted) are asked and diagnosed in
+    queries that parse: a dead matcher on `"http.route"` names the values it has."""
+    v3 = prometheus_build.major == 3
+    bucket = alert("BucketAtOne", 'prometheus_http_request_duration_seconds_bucket{le="1"} > 1e12')
+    # on both: a recorded metric that exists, asked with a label value it never has
+    recorded = {"record": "job:up:sum", "expr": "sum by (job) (up)"}
+    rules: list[dict[str, Any]] = [bucket, recorded, alert("RecordedNope", 'job:up:sum{job="nope"} > 0')]  # fmt: skip
+    if v3:  # 2.42 refuses these names
+        rules += [
+            {
+                "record": "stackprobe.utf8.requests",
+                "expr": "sum(prometheus_http_requests_total)",
+                "labels": {"http.route": "/api"},
+            },
+            alert("Utf8Alive", '{"stackprobe.utf8.requests", "http.route"="/api"} > 1e12'),
+            alert("Utf8Dead", '{"stackprobe.utf8.requests", "http.route"="/nope"} > 0'),
+        ]
+    files = {"v.yml": {"groups": [group("versions", *rules)]}}
+    with running_prometheus(tmp_path, "versions", dict(CONFIG), files, prometheus_build) as (url, _):  # fmt: skip
+        wait_for(url, "the group evaluated", lambda u: all(r["health"] == "ok" for r in rules_of(u)))  # fmt: skip
+        for query in ["count(prometheus_http_request_duration_seconds_bucket)", "job:up:sum", *(['{"stackprobe.utf8.requests"}'] if v3 else [])]:  # fmt: skip
+            wait_for(url, f"{query} answered", lambda u, q=query: httpx.get(f"{u}/api/v1/query", params={"query": q}).json()["data"]["result"])  # fmt: skip
+        result = run_stack(_stack(tmp_path, url), capabilities=("alerting-thresholds",))
+    dead = _check(result, "no_dead_rules")
+    found = {e["rule"]: e for e in dead.evidence["dead"]}
+    assert dead.evidence["summary"]["not_parsed"] == 0
+    assert dead.outcome.value == "failed", dead.message
+    assert 'RecordedNope (job:up:sum{job="nope"}: job="nope" selects nothing (job has "prometheus"))' in dead.message  # fmt: skip
+    if not v3:  # le="1" is what 2.42 stores
+        assert sorted(found) == ["RecordedNope"], dead.message
+        return
+    assert sorted(found) == ["BucketAtOne", "RecordedNope", "Utf8Dead"]
+    assert 'le="1" selects nothing: this Prometheus stores le="1.0" (3.x normalises le to a float)' in dead.message  # fmt: skip
+    assert '"http.route"="/nope" selects nothing ("http.route" has "/api")' in dead.message
+    assert dead.evidence["summary"]["queries"] > 0 and not dead.evidence["not_asked"]

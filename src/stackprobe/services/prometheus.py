@@ -475,6 +475,13 @@ class DeadRuleAnalysis:
         ]
         return list(dict.fromkeys(found))
 
+    def recorded_bases(self, selectors: list[promql.Selector]) -> list[promql.Selector]:
+        """The bare metric of each selector of a recorded metric with label matchers: when the
+        recording rule's series exist but none has the labels asked, the selector is dead
+        whatever the recording rule can return (`job:up:sum{job="nope"}`)."""
+        found = [s.base for s in selectors if s.metric in self.recorded and s.label_matchers]
+        return list(dict.fromkeys(found))
+
     async def measure(self, selectors: list[promql.Selector]) -> None:
         self.exists.update(await self.probe.exist(selectors))
 
@@ -560,8 +567,8 @@ class DeadRuleAnalysis:
         if empty:
             parts = [
                 _float_twin_hint(m, seen[m.label])
-                or (f"{m} selects nothing ({m.label} has {_values(seen[m.label])})" if any(seen[m.label])
-                    else f"{m} selects nothing (no {s.base} series has label {m.label})")
+                or (f"{m} selects nothing ({promql.label_name(m.label)} has {_values(seen[m.label])})" if any(seen[m.label])
+                    else f"{m} selects nothing (no {s.base} series has label {promql.label_name(m.label)})")
                 for m in empty
             ]  # fmt: skip
             return Finding(str(s), f"{s}: " + "; ".join(parts), metric=s.metric, matcher=", ".join(str(m) for m in empty), values=seen)  # fmt: skip
@@ -673,12 +680,13 @@ async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
         "selectors": len(selectors),
     }
     ctx.evidence.update(summary=summary, not_parsed=unparsed, never_fires=hints)
-    await analysis.measure(selectors)
+    measured = list(dict.fromkeys([*selectors, *analysis.recorded_bases(selectors)]))
+    await analysis.measure(measured)
     passes = 1
     if analysis.dead() and await _warming(ctx.client):
         while analysis.dead() and time.monotonic() - started < UP_TIMEOUT:
             await asyncio.sleep(1.0)
-            await analysis.measure([s for s in selectors if not analysis.exists.get(s)])
+            await analysis.measure([s for s in measured if not analysis.exists.get(s)])
             passes += 1
     dead = analysis.dead()
     await analysis.diagnose(list(dict.fromkeys(s for _, culprits in dead for s in culprits)))
