@@ -388,3 +388,47 @@ def test_health_checks_fail_when_the_real_servers_say_not_ready(
     )
     assert r["otel-collector.health.health_check"].outcome.value == "failed"
     assert "Server not available" in r["otel-collector.health.health_check"].message
+
+
+# --- the sandbox's pipeline with Prometheus 3 ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipeline_on_prometheus_3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The sandbox's collector, Jaeger and Prometheus, with Prometheus 3.x started on the
+    sandbox's own command line (exemplar storage, remote-write receiver, rule file): the
+    session sandbox runs Debian's 2.42, so this is what shows the pipeline checks on 3.x."""
+    build = prometheus_instance.checked(prometheus_instance.BUILDS[1])
+    binary = build.paths()[0]
+    need_file(obs.CACHE_BIN / "otelcol-stackprobe", "scripts/install-services otelcol")
+    need_file(obs.CACHE_BIN / "jaeger", "scripts/install-services jaeger")
+
+    def command(layout: Layout) -> list[str]:
+        argv = obs.PROMETHEUS.command(layout)
+        assert argv[0] == "prometheus" and "--enable-feature=exemplar-storage" in argv
+        return [binary, *argv[1:]]
+
+    prom = dataclasses.replace(obs.PROMETHEUS, binary=binary, command=command)
+    box = Sandbox(root=tmp_path_factory.mktemp("p3") / "sandbox", components=(obs.JAEGER, obs.OTELCOL, prom))  # fmt: skip
+    path = box.up()
+    try:
+        yield path
+    finally:
+        box.down()
+
+
+def test_every_pipeline_capability_passes_on_prometheus_3(pipeline_on_prometheus_3: Path) -> None:
+    result = run_stack(
+        pipeline_on_prometheus_3, kinds=PIPELINE_KINDS, allow_disruption=True, sandbox=True
+    )
+    not_passed = {
+        r.check: (r.outcome.value, r.message) for r in result.results if r.outcome.value != "passed"
+    }
+    assert not_passed == {}
+    assert (result.services["metrics"].version or "").startswith("3.")
+    r = by_check(result)
+    exemplar = r["otel-collector.trace-metric-correlation.exemplar_resolves"].evidence
+    assert len(exemplar["trace_id"]) == 32  # read back from 3.x's exemplar storage
+    assert r["otel-collector.metrics-export.probe_metric_in_prometheus"].outcome.value == "passed"
+    canary = r["prometheus.alerting-thresholds.canary_fires"].evidence["seconds_since_push"]
+    assert canary["firing"] < canary["resolved"]
