@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from stackprobe.catalog import known_kinds
+from stackprobe.sandbox.component import Layout
 from stackprobe.sandbox.components.observability import CACHE_BIN
 from tests.conftest import RunningSandbox, need_binary, redis_server
 from tests.faults.resp_proxy import RespProxy, drop_publish, ignore_expiry, stale_incr
@@ -232,3 +233,44 @@ def test_every_redis_check_gives_the_same_verdict_on_each_server_and_names_it(
     assert ping.evidence["version"].startswith(server.version)
     assert ping.message.startswith(f"{server.name.capitalize()} {ping.evidence['version']} (master)")  # fmt: skip
     assert result.services["cache"].version == ping.evidence["version"]
+
+
+@pytest.mark.parametrize("server", SERVERS[1:], ids=[s.id for s in SERVERS[1:]])
+def test_every_redis_and_celery_capability_passes_on_newer_servers(
+    tmp_path: Path, server: Server
+) -> None:
+    """The sandbox's Redis (persistence on) and instrumented Celery worker, with the server
+    replaced by Redis 8.2, Valkey 8.1 or 9.1 (Debian's 7.0 is the session sandbox's): every
+    redis and celery check passes, as on 7.0."""
+    import dataclasses
+
+    from stackprobe.sandbox.components import redis as sandbox_redis
+    from stackprobe.sandbox.manager import Sandbox
+
+    if shutil.which(server.binary) is None:
+        need_binary(Path(server.binary).name, server.install)
+
+    def command(layout: Layout) -> list[str]:
+        argv = sandbox_redis.REDIS.command(layout)
+        assert argv[0] == "redis-server"
+        return [server.binary, *argv[1:]]
+
+    box = Sandbox(
+        root=tmp_path / "sandbox",
+        components=(
+            dataclasses.replace(sandbox_redis.REDIS, binary=server.binary, command=command),
+            dataclasses.replace(sandbox_redis.CELERY_WORKER, requires=("redis",)),
+        ),
+    )
+    path = box.up()
+    try:
+        result = run_stack(path, kinds=("redis", "celery"))
+    finally:
+        box.down()
+    assert {r.check: r.message for r in result.results if r.outcome.value != "passed"} == {}
+    assert result.coverage.services["cache"].percent == 100.0
+    assert result.coverage.services["worker"].percent == 100.0
+    ping = {r.check: r for r in result.results}["redis.connectivity.ping"]
+    assert (ping.evidence["server"], ping.evidence["version"][:4]) == (server.name, server.version)
+    persisted = {r.check: r for r in result.results}["redis.persistence.configured"]
+    assert persisted.evidence["appendonly"] == "yes"
