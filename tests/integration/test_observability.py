@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -393,28 +394,35 @@ def test_health_checks_fail_when_the_real_servers_say_not_ready(
 # --- the sandbox's pipeline with Prometheus 3 ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pipeline_on_prometheus_3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The sandbox's collector, Jaeger and Prometheus, with Prometheus 3.x started on the
-    sandbox's own command line (exemplar storage, remote-write receiver, rule file): the
-    session sandbox runs Debian's 2.42, so this is what shows the pipeline checks on 3.x."""
-    build = prometheus_instance.checked(prometheus_instance.BUILDS[1])
-    binary = build.paths()[0]
+@contextmanager
+def pipeline_on(root: Path, binary: str, *, exemplars: bool = True) -> Iterator[Path]:
+    """The sandbox's collector, Jaeger and Prometheus, that Prometheus being `binary` on the
+    sandbox's own command line (exemplar storage unless `exemplars` is false); its stack file."""
     need_file(obs.CACHE_BIN / "otelcol-stackprobe", "scripts/install-services otelcol")
     need_file(obs.CACHE_BIN / "jaeger", "scripts/install-services jaeger")
 
     def command(layout: Layout) -> list[str]:
         argv = obs.PROMETHEUS.command(layout)
         assert argv[0] == "prometheus" and "--enable-feature=exemplar-storage" in argv
-        return [binary, *argv[1:]]
+        return [binary, *(a for a in argv[1:] if exemplars or a != "--enable-feature=exemplar-storage")]  # fmt: skip
 
     prom = dataclasses.replace(obs.PROMETHEUS, binary=binary, command=command)
-    box = Sandbox(root=tmp_path_factory.mktemp("p3") / "sandbox", components=(obs.JAEGER, obs.OTELCOL, prom))  # fmt: skip
+    box = Sandbox(root=root / "sandbox", components=(obs.JAEGER, obs.OTELCOL, prom))
     path = box.up()
     try:
         yield path
     finally:
         box.down()
+
+
+@pytest.fixture(scope="module")
+def pipeline_on_prometheus_3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The pipeline with Prometheus 3.x started on the sandbox's own command line (exemplar
+    storage, remote-write receiver, rule file): the session sandbox runs Debian's 2.42, so
+    this is what shows the pipeline checks on 3.x."""
+    build = prometheus_instance.checked(prometheus_instance.BUILDS[1])
+    with pipeline_on(tmp_path_factory.mktemp("p3"), build.paths()[0]) as path:
+        yield path
 
 
 def test_every_pipeline_capability_passes_on_prometheus_3(pipeline_on_prometheus_3: Path) -> None:
@@ -432,3 +440,30 @@ def test_every_pipeline_capability_passes_on_prometheus_3(pipeline_on_prometheus
     assert r["otel-collector.metrics-export.probe_metric_in_prometheus"].outcome.value == "passed"
     canary = r["prometheus.alerting-thresholds.canary_fires"].evidence["seconds_since_push"]
     assert canary["firing"] < canary["resolved"]
+
+
+def test_exemplar_check_says_when_prometheus_stores_no_exemplars(
+    tmp_path: Path, prometheus_build: PrometheusBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commonest reason for no exemplar: Prometheus runs without exemplar storage (a
+    feature flag on 2.42 and 3.x alike). The failure says so, on both."""
+    monkeypatch.setattr(otel_collector, "EXPORT_TIMEOUT", 4.0)
+    with pipeline_on(tmp_path, prometheus_build.paths()[0], exemplars=False) as path:
+        result = run_stack(path, capabilities=("trace-metric-correlation",))
+    exemplar = by_check(result)["otel-collector.trace-metric-correlation.exemplar_resolves"]
+    assert exemplar.outcome.value == "failed"
+    assert exemplar.message.endswith(
+        "; metrics stores no exemplars: it runs without --enable-feature=exemplar-storage"
+    ), exemplar.message
+    assert exemplar.evidence["exemplar_storage"] is False
+
+
+def test_exemplar_storage_is_read_from_the_flags_of_both_versions(
+    pipeline_on_prometheus_3: Path, sandbox: RunningSandbox
+) -> None:
+    result = run_stack(pipeline_on_prometheus_3, capabilities=("trace-metric-correlation",))
+    [r] = [x for x in result.results if x.check.endswith("exemplar_resolves")]
+    assert (r.outcome.value, r.evidence["exemplar_storage"]) == ("passed", True)
+    result = run_stack(sandbox.sandbox.stack_file, capabilities=("trace-metric-correlation",))
+    [r] = [x for x in result.results if x.check.endswith("exemplar_resolves")]
+    assert (r.outcome.value, r.evidence["exemplar_storage"]) == ("passed", True)  # 2.42
