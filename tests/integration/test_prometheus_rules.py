@@ -5,8 +5,8 @@ collections, monitoring mixins): absence alerts, recording rules read by alerts 
 file, numbers and offsets that the rules API reformats (`1e+07`, `offset 1w`), subqueries,
 `@`, `__name__` regexes, vector matching, histogram families. The Prometheus scrapes itself, so
 its own metrics (prometheus_http_requests_total{handler,code}, ..._bucket, up{job}) are the
-series that exist. The check sees the expressions as Prometheus serves them: every test runs on Debian's 2.42
-and on 3.x built from its Go module (test ids prometheus2, prometheus3).
+series that exist. The check sees the expressions as Prometheus serves them: every test runs
+on Debian's 2.42 and on 3.x built from its Go module (test ids prometheus2, prometheus3).
 """
 
 from __future__ import annotations
