@@ -425,7 +425,7 @@ def pipeline_on_prometheus_3(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield path
 
 
-def test_every_pipeline_capability_passes_on_prometheus_3(pipeline_on_prometheus_3: Path) -> None:
+def test_every_pipeline_capability_passes_on_prometheus3(pipeline_on_prometheus_3: Path) -> None:
     result = run_stack(
         pipeline_on_prometheus_3, kinds=PIPELINE_KINDS, allow_disruption=True, sandbox=True
     )
