@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,18 +109,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def bare_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A real redis-server of the test's own that persists nothing (`--save "" --appendonly no`)."""
+@contextmanager
+def redis_server(binary: str, workdir: Path) -> Iterator[int]:
+    """A real Redis-protocol server (`binary`: redis-server or valkey-server) of the test's own
+    that persists nothing (`--save "" --appendonly no`): its port, stopped on exit."""
     import time
 
     import redis
 
-    need_binary("redis-server", "scripts/install-services redis")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("bare-redis")
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -133,7 +133,7 @@ def bare_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         except redis.ConnectionError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                pytest.fail("bare redis-server did not start")
+                pytest.fail(f"bare {binary} did not start")
             time.sleep(0.05)
     client.close()
     try:
@@ -141,3 +141,11 @@ def bare_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def bare_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real redis-server of the test's own that persists nothing (`--save "" --appendonly no`)."""
+    binary = need_binary("redis-server", "scripts/install-services redis")
+    with redis_server(binary, tmp_path_factory.mktemp("bare-redis")) as port:
+        yield port

@@ -25,7 +25,7 @@ import pytest
 
 from stackprobe.results import CheckResult, RunResult
 from tests.integration.helpers import run_stack, write_stack
-from tests.integration.prometheus_instance import running_prometheus, wait_for
+from tests.integration.prometheus_instance import PrometheusBuild, running_prometheus, wait_for
 from tests.standins.grafana import GrafanaStandin
 
 TOKEN = "glsa_dashboards_test_token"
@@ -267,8 +267,11 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def real_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_prometheus(tmp_path_factory.mktemp("panels"), "panels", copy.deepcopy(CONFIG)) as (url, _):  # fmt: skip
+def real_prometheus(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_build: PrometheusBuild
+) -> Iterator[str]:
+    """A real Prometheus behind the stand-in's datasource: 2.42 and 3.x in turn."""
+    with running_prometheus(tmp_path_factory.mktemp("panels"), "panels", copy.deepcopy(CONFIG), build=prometheus_build) as (url, _):  # fmt: skip
         wait_for(url, "its own series", lambda u: __import__("httpx").get(f"{u}/api/v1/query", params={"query": "up"}).json()["data"]["result"])  # fmt: skip
         yield url
 

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.conftest import RunningSandbox, free_port
 from tests.faults.http_proxy import HttpFaultProxy, HttpRequest, HttpResponse
 from tests.integration import prometheus_instance
 from tests.integration.helpers import run_stack, write_stack
+from tests.integration.prometheus_instance import PrometheusBuild
 
 PIPELINE_KINDS = ("otel-collector", "prometheus", "jaeger")
 
@@ -188,11 +190,12 @@ def test_stopped_collector_makes_its_checks_error_quickly(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def troubled_prometheus(tmp_path: Path) -> Iterator[Path]:
-    """A real Prometheus with a dead target, an erroring rule, a dead alert and a bad rule file."""
-    from tests.conftest import need_binary
-
-    need_binary("prometheus", "scripts/install-services prometheus")
+def troubled_prometheus(
+    tmp_path: Path, prometheus_build: PrometheusBuild, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A real Prometheus with a dead target, an erroring rule, a dead alert and a bad rule file
+    (each build's server, and its promtool for stackprobe's promtool check)."""
+    prometheus_instance.promtool_on_path(prometheus_build, monkeypatch)
     ghost = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -214,7 +217,7 @@ def troubled_prometheus(tmp_path: Path) -> Iterator[Path]:
         ]
     }
     box, component = prometheus_instance.prometheus(
-        tmp_path, "troubled", config, {"rules.yml": rules}
+        tmp_path, "troubled", config, {"rules.yml": rules}, prometheus_build
     )
     box.up()
     bad_rules = tmp_path / "bad-rules.yml"
@@ -266,14 +269,11 @@ def test_prometheus_checks_fail_on_real_misconfigurations(
 
 
 def test_prometheus_query_fails_when_nothing_is_scraped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus_build: PrometheusBuild
 ) -> None:
-    from tests.conftest import need_binary
-
     monkeypatch.setattr(prometheus, "UP_TIMEOUT", 2.0)
-    need_binary("prometheus", "scripts/install-services prometheus")
     box, component = prometheus_instance.prometheus(
-        tmp_path, "empty", {"global": {"evaluation_interval": "1s"}}
+        tmp_path, "empty", {"global": {"evaluation_interval": "1s"}}, build=prometheus_build
     )
     box.up()
     try:
@@ -389,3 +389,81 @@ def test_health_checks_fail_when_the_real_servers_say_not_ready(
     )
     assert r["otel-collector.health.health_check"].outcome.value == "failed"
     assert "Server not available" in r["otel-collector.health.health_check"].message
+
+
+# --- the sandbox's pipeline with Prometheus 3 ----------------------------------------------------
+
+
+@contextmanager
+def pipeline_on(root: Path, binary: str, *, exemplars: bool = True) -> Iterator[Path]:
+    """The sandbox's collector, Jaeger and Prometheus, that Prometheus being `binary` on the
+    sandbox's own command line (exemplar storage unless `exemplars` is false); its stack file."""
+    need_file(obs.CACHE_BIN / "otelcol-stackprobe", "scripts/install-services otelcol")
+    need_file(obs.CACHE_BIN / "jaeger", "scripts/install-services jaeger")
+
+    def command(layout: Layout) -> list[str]:
+        argv = obs.PROMETHEUS.command(layout)
+        assert argv[0] == "prometheus" and "--enable-feature=exemplar-storage" in argv
+        return [binary, *(a for a in argv[1:] if exemplars or a != "--enable-feature=exemplar-storage")]  # fmt: skip
+
+    prom = dataclasses.replace(obs.PROMETHEUS, binary=binary, command=command)
+    box = Sandbox(root=root / "sandbox", components=(obs.JAEGER, obs.OTELCOL, prom))
+    path = box.up()
+    try:
+        yield path
+    finally:
+        box.down()
+
+
+@pytest.fixture(scope="module")
+def pipeline_on_prometheus_3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The pipeline with Prometheus 3.x started on the sandbox's own command line (exemplar
+    storage, remote-write receiver, rule file): the session sandbox runs Debian's 2.42, so
+    this is what shows the pipeline checks on 3.x."""
+    build = prometheus_instance.checked(prometheus_instance.BUILDS[1])
+    with pipeline_on(tmp_path_factory.mktemp("p3"), build.paths()[0]) as path:
+        yield path
+
+
+def test_every_pipeline_capability_passes_on_prometheus3(pipeline_on_prometheus_3: Path) -> None:
+    result = run_stack(
+        pipeline_on_prometheus_3, kinds=PIPELINE_KINDS, allow_disruption=True, sandbox=True
+    )
+    not_passed = {
+        r.check: (r.outcome.value, r.message) for r in result.results if r.outcome.value != "passed"
+    }
+    assert not_passed == {}
+    assert (result.services["metrics"].version or "").startswith("3.")
+    r = by_check(result)
+    exemplar = r["otel-collector.trace-metric-correlation.exemplar_resolves"].evidence
+    assert len(exemplar["trace_id"]) == 32  # read back from 3.x's exemplar storage
+    assert r["otel-collector.metrics-export.probe_metric_in_prometheus"].outcome.value == "passed"
+    canary = r["prometheus.alerting-thresholds.canary_fires"].evidence["seconds_since_push"]
+    assert canary["firing"] < canary["resolved"]
+
+
+def test_exemplar_check_says_when_prometheus_stores_no_exemplars(
+    tmp_path: Path, prometheus_build: PrometheusBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commonest reason for no exemplar: Prometheus runs without exemplar storage (a
+    feature flag on 2.42 and 3.x alike). The failure says so, on both."""
+    monkeypatch.setattr(otel_collector, "EXPORT_TIMEOUT", 4.0)
+    with pipeline_on(tmp_path, prometheus_build.paths()[0], exemplars=False) as path:
+        result = run_stack(path, capabilities=("trace-metric-correlation",))
+    exemplar = by_check(result)["otel-collector.trace-metric-correlation.exemplar_resolves"]
+    assert exemplar.outcome.value == "failed"
+    assert exemplar.message.endswith(
+        "; metrics stores no exemplars: it runs without --enable-feature=exemplar-storage"
+    ), exemplar.message
+    assert exemplar.evidence["exemplar_storage"] is False
+
+
+def test_exemplar_storage_is_read_from_the_flags_of_both_versions(
+    pipeline_on_prometheus_3: Path, sandbox: RunningSandbox
+) -> None:
+    result = run_stack(pipeline_on_prometheus_3, capabilities=("trace-metric-correlation",))
+    [r] = [x for x in result.results if x.check.endswith("exemplar_resolves")]
+    assert (r.outcome.value, r.evidence["exemplar_storage"]) == ("passed", True)
+    result = run_stack(sandbox.sandbox.stack_file, capabilities=("trace-metric-correlation",))
+    [r] = [x for x in result.results if x.check.endswith("exemplar_resolves")]
+    assert (r.outcome.value, r.evidence["exemplar_storage"]) == ("passed", True)  # 2.42

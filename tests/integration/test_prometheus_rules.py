@@ -5,7 +5,8 @@ collections, monitoring mixins): absence alerts, recording rules read by alerts 
 file, numbers and offsets that the rules API reformats (`1e+07`, `offset 1w`), subqueries,
 `@`, `__name__` regexes, vector matching, histogram families. The Prometheus scrapes itself, so
 its own metrics (prometheus_http_requests_total{handler,code}, ..._bucket, up{job}) are the
-series that exist. The check sees the expressions as Prometheus 2.42 serves them.
+series that exist. The check sees the expressions as Prometheus serves them: every test runs
+on Debian's 2.42 and on 3.x built from its Go module (test ids prometheus2, prometheus3).
 """
 
 from __future__ import annotations
@@ -15,12 +16,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 from stackprobe.results import CheckResult, RunResult
 from stackprobe.services import prometheus
 from tests.integration.helpers import run_stack, write_stack
-from tests.integration.prometheus_instance import rules_of, running_prometheus, wait_for
+from tests.integration.prometheus_instance import (
+    PrometheusBuild,
+    promtool_on_path,
+    rules_of,
+    running_prometheus,
+    wait_for,
+)
 
 CONFIG = {
     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -102,7 +111,7 @@ SYNTAX = {
                 "MeanLatency",
                 "rate(prometheus_http_request_duration_seconds_sum[5m]) / rate(prometheus_http_request_duration_seconds_count[5m]) > 5",
             ),
-            alert("Smoothed", "holt_winters(prometheus_tsdb_head_series[10m], 0.5, 0.5) > 1e12"),
+            alert("Smoothed", "SMOOTHING(prometheus_tsdb_head_series[10m], 0.5, 0.5) > 1e12"),
             alert("Predicted", "predict_linear(process_resident_memory_bytes[1h], 4 * 3600) < 0"),
             alert("Bool", '(up{job="prometheus"} > bool 0) == 2'),
             alert(
@@ -147,28 +156,40 @@ def _check(result: RunResult, name: str) -> CheckResult:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def published(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_build: PrometheusBuild
+) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("published")
+    # holt_winters is double_exponential_smoothing on 3.x (an experimental function there)
+    smoothing = "holt_winters" if prometheus_build.major == 2 else "double_exponential_smoothing"
     files = {
         "absence.yml": ABSENCE,
         "recorded.yml": RECORDED,
-        "syntax.yml": SYNTAX,
+        "syntax.yml": yaml.safe_dump(SYNTAX).replace("SMOOTHING", smoothing),
         "dead.yml": DEAD,
     }
-    with running_prometheus(tmp, "published", dict(CONFIG), files) as (url, folder):
+    with running_prometheus(tmp, "published", dict(CONFIG), files, prometheus_build) as (
+        url,
+        folder,
+    ):
         # polled: the self-scrape and the 1 s groups have run once (the 1 h group has not)
         wait_for(url, "the fast groups evaluated", lambda u: any(r["name"] == "job:up:sum" and r["health"] == "ok" for r in rules_of(u)))  # fmt: skip
         yield url, folder
 
 
-def test_the_rules_api_serves_reformatted_expressions(published: tuple[str, Path]) -> None:
-    """What the check reads: numbers, durations and offsets as Prometheus 2.42 prints them."""
+def test_the_rules_api_serves_reformatted_expressions(
+    published: tuple[str, Path], prometheus_build: PrometheusBuild
+) -> None:
+    """What the check reads: numbers, durations and offsets as each version prints them (3.x
+    writes large numbers in full where 2.42 writes `1e+07`)."""
     served = {r["name"]: r["query"] for r in rules_of(published[0])}
-    assert served["BigCounter"] == "prometheus_http_requests_total > 1e+07"
+    v2 = prometheus_build.major == 2
+    assert served["BigCounter"] == "prometheus_http_requests_total > " + ("1e+07" if v2 else "10000000")  # fmt: skip
     assert "offset 1w" in served["WeekAgo"] and "0.0005" in served["WeekAgo"]
     assert served["TenMinutes"].endswith("> 31")
     assert "@ 1609746000.000" in served["AtTime"]
-    assert served["NameRegex"].endswith("> 1.23456789012e+11")
+    assert served["NameRegex"].endswith("> 1.23456789012e+11" if v2 else "> 123456789012")
+    assert served["Smoothed"].endswith("> 1e+12" if v2 else "> 1000000000000")
 
 
 def test_published_shapes_give_no_false_dead_rule_and_name_each_dead_one(
@@ -224,11 +245,11 @@ def test_published_shapes_give_no_false_dead_rule_and_name_each_dead_one(
     ]
 
 
-def test_a_firing_rule_is_never_dead(tmp_path: Path) -> None:
+def test_a_firing_rule_is_never_dead(tmp_path: Path, prometheus_build: PrometheusBuild) -> None:
     """`vector(1) and on() node_load1` cannot be read as alive from its selectors, yet an
     alert Prometheus shows firing is alive: here the state wins over the analysis."""
     files = {"f.yml": {"groups": [group("g", alert("FiresAnyway", "vector(1)"), alert("Dead", "node_load1 > 1"))]}}  # fmt: skip
-    with running_prometheus(tmp_path, "firing", dict(CONFIG), files) as (url, _):
+    with running_prometheus(tmp_path, "firing", dict(CONFIG), files, prometheus_build) as (url, _):
         wait_for(url, "FiresAnyway firing", lambda u: any(r.get("state") == "firing" for r in rules_of(u)))  # fmt: skip
         result = run_stack(_stack(tmp_path, url), capabilities=("alerting-thresholds",))
     dead = _check(result, "no_dead_rules")
@@ -236,14 +257,19 @@ def test_a_firing_rule_is_never_dead(tmp_path: Path) -> None:
     assert dead.evidence["summary"]["firing_or_pending"] == 1
 
 
-def test_promtool_lint_findings_are_a_warning(tmp_path: Path) -> None:
+def test_promtool_lint_findings_are_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus_build: PrometheusBuild
+) -> None:
     duplicate = tmp_path / "duplicate.yml"
     duplicate.write_text(
         "groups:\n- name: g\n  rules:\n"
         "  - {record: job:up:sum, expr: sum by (job) (up)}\n"
         "  - {record: job:up:sum, expr: sum by (job) (up)}\n"
     )
-    with running_prometheus(tmp_path, "lint", dict(CONFIG), {"ok.yml": RECORDED}) as (url, _):
+    promtool_on_path(prometheus_build, monkeypatch)
+    with running_prometheus(
+        tmp_path, "lint", dict(CONFIG), {"ok.yml": RECORDED}, prometheus_build
+    ) as (url, _):
         result = run_stack(
             _stack(tmp_path, url, options={"rule_files": [str(duplicate)]}),
             capabilities=("alerting-thresholds",),
@@ -280,11 +306,11 @@ def _large_rule_set(count: int) -> dict[str, Any]:
 
 
 def test_a_thousand_rules_finish_within_the_timeout_with_a_readable_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus_build: PrometheusBuild
 ) -> None:
     count = 1200
     files = {"collection.yml": _large_rule_set(count)}
-    with running_prometheus(tmp_path, "large", dict(CONFIG), files) as (url, _):
+    with running_prometheus(tmp_path, "large", dict(CONFIG), files, prometheus_build) as (url, _):
         wait_for(url, f"{count} rules loaded", lambda u: len(rules_of(u)) == count)
         started = time.monotonic()
         # just started: what selects nothing is asked again each second for UP_TIMEOUT
@@ -305,3 +331,44 @@ def test_a_thousand_rules_finish_within_the_timeout_with_a_readable_message(
     summary = dead.evidence["summary"]
     batches = -(-summary["selectors"] // prometheus.PROBE_BATCH)  # per pass, at most
     assert summary["queries"] <= summary["passes"] * batches + 10, summary
+
+
+def test_what_differs_on_prometheus_3_is_named(
+    tmp_path: Path, prometheus_build: PrometheusBuild
+) -> None:
+    """`le="1"` selects buckets on 2.42 but nothing on 3.x, which stores `le="1.0"`: the finding
+    says so. A recorded metric asked with a label value it never has is dead (on both). On 3.x, UTF-8 names (OpenTelemetry's dots, quoted) are asked and diagnosed in
+    queries that parse: a dead matcher on `"http.route"` names the values it has."""
+    v3 = prometheus_build.major == 3
+    bucket = alert("BucketAtOne", 'prometheus_http_request_duration_seconds_bucket{le="1"} > 1e12')
+    # on both: a recorded metric that exists, asked with a label value it never has
+    recorded = {"record": "job:up:sum", "expr": "sum by (job) (up)"}
+    rules: list[dict[str, Any]] = [bucket, recorded, alert("RecordedNope", 'job:up:sum{job="nope"} > 0')]  # fmt: skip
+    if v3:  # 2.42 refuses these names
+        rules += [
+            {
+                "record": "stackprobe.utf8.requests",
+                "expr": "sum(prometheus_http_requests_total)",
+                "labels": {"http.route": "/api"},
+            },
+            alert("Utf8Alive", '{"stackprobe.utf8.requests", "http.route"="/api"} > 1e12'),
+            alert("Utf8Dead", '{"stackprobe.utf8.requests", "http.route"="/nope"} > 0'),
+        ]
+    files = {"v.yml": {"groups": [group("versions", *rules)]}}
+    with running_prometheus(tmp_path, "versions", dict(CONFIG), files, prometheus_build) as (url, _):  # fmt: skip
+        wait_for(url, "the group evaluated", lambda u: all(r["health"] == "ok" for r in rules_of(u)))  # fmt: skip
+        for query in ["count(prometheus_http_request_duration_seconds_bucket)", "job:up:sum", *(['{"stackprobe.utf8.requests"}'] if v3 else [])]:  # fmt: skip
+            wait_for(url, f"{query} answered", lambda u, q=query: httpx.get(f"{u}/api/v1/query", params={"query": q}).json()["data"]["result"])  # fmt: skip
+        result = run_stack(_stack(tmp_path, url), capabilities=("alerting-thresholds",))
+    dead = _check(result, "no_dead_rules")
+    found = {e["rule"]: e for e in dead.evidence["dead"]}
+    assert dead.evidence["summary"]["not_parsed"] == 0
+    assert dead.outcome.value == "failed", dead.message
+    assert 'RecordedNope (job:up:sum{job="nope"}: job="nope" selects nothing (job has "prometheus"))' in dead.message  # fmt: skip
+    if not v3:  # le="1" is what 2.42 stores
+        assert sorted(found) == ["RecordedNope"], dead.message
+        return
+    assert sorted(found) == ["BucketAtOne", "RecordedNope", "Utf8Dead"]
+    assert 'le="1" selects nothing: this Prometheus stores le="1.0" (3.x normalises le to a float)' in dead.message  # fmt: skip
+    assert '"http.route"="/nope" selects nothing ("http.route" has "/api")' in dead.message
+    assert dead.evidence["summary"]["queries"] > 0 and not dead.evidence["not_asked"]

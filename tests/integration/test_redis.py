@@ -7,17 +7,63 @@ proxy in front of it rewrites commands (TTL ignored, PUBLISH dropped, INCR stuck
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
 from stackprobe.catalog import known_kinds
-from tests.conftest import RunningSandbox
+from stackprobe.sandbox.component import Layout
+from stackprobe.sandbox.components.observability import CACHE_BIN
+from tests.conftest import RunningSandbox, need_binary, redis_server
 from tests.faults.resp_proxy import RespProxy, drop_publish, ignore_expiry, stale_incr
 from tests.integration.helpers import outcomes, run_stack, write_stack
 
 REDIS_CAPS = known_kinds()["redis"].capabilities
+
+
+@dataclass(frozen=True)
+class Server:
+    id: str
+    binary: str
+    install: str
+    name: str  # INFO server_name (Valkey) or "redis"
+    version: str  # the version it must report (Valkey: valkey_version, not redis_version)
+
+
+SERVERS = (
+    Server("redis-7.0", "redis-server", "scripts/install-services redis", "redis", "7.0."),
+    Server("redis-8.2", str(CACHE_BIN / "redis-server-8.2"), "scripts/install-services redis8", "redis", "8.2."),
+    Server("valkey-8.1", str(CACHE_BIN / "valkey-server-8.1"), "scripts/install-services valkey", "valkey", "8.1."),
+    Server("valkey-9.1", str(CACHE_BIN / "valkey-server-9.1"), "scripts/install-services valkey", "valkey", "9.1."),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=SERVERS, ids=[s.id for s in SERVERS])
+def redis_kind_server(request: pytest.FixtureRequest) -> Server:
+    server: Server = request.param
+    if shutil.which(server.binary) is None:
+        need_binary(Path(server.binary).name, server.install)  # fails in CI, skips elsewhere
+    return server
+
+
+@pytest.fixture(scope="module")
+def bare_redis(
+    tmp_path_factory: pytest.TempPathFactory, redis_kind_server: Server
+) -> Iterator[int]:
+    """This module's bare server: each of Debian's Redis 7.0, Redis 8.2, Valkey 8.1 and 9.1
+    in turn (persisting nothing), its INFO checked to be the server the test id names."""
+    server = redis_kind_server
+    with redis_server(server.binary, tmp_path_factory.mktemp(f"bare-{server.id}")) as port:
+        client = redis.Redis(port=port)
+        info = client.info("server")
+        client.close()
+        said = (str(info.get("server_name") or "redis"), str(info.get("valkey_version") or info["redis_version"]))  # fmt: skip
+        assert said[0] == server.name and said[1].startswith(server.version), (server, said)
+        yield port
 
 
 def test_every_redis_capability_passes_on_the_sandbox_with_evidence(
@@ -159,3 +205,72 @@ def test_two_services_on_one_redis_never_touch_each_others_keys(
     assert {
         r.check + "@" + r.service: r.message for r in result.results if r.outcome.value != "passed"
     } == {}
+
+
+def test_every_redis_check_gives_the_same_verdict_on_each_server_and_names_it(
+    tmp_path: Path, bare_redis: int, redis_kind_server: Server
+) -> None:
+    """The whole redis kind through the runner: on Redis 7.0, 8.2, Valkey 8.1 and 9.1 every
+    check passes except the two this bare server cannot pass (it persists nothing and no
+    Celery worker reads it); ping names the server and its own version."""
+    result = run_stack(_bare(tmp_path, bare_redis))
+    assert len(result.results) == len(known_kinds()["redis"].checks)
+    failed = {
+        r.check: (r.outcome.value, r.severity.value, r.message)
+        for r in result.results
+        if r.outcome.value != "passed"
+    }
+    persisted = failed.get("redis.persistence.configured", ("", "", ""))
+    no_worker = "no Celery worker answered ping within 1 s on this broker (queue 'celery')"
+    assert failed == {
+        "redis.persistence.configured": ("failed", "warning", persisted[2]),
+        "redis.celery-queue.round_trip": ("failed", "error", no_worker),
+    }, failed
+    assert "nothing is persisted (save '' and appendonly no)" in persisted[2]
+    ping = {r.check: r for r in result.results}["redis.connectivity.ping"]
+    server = redis_kind_server
+    assert ping.evidence["server"] == server.name
+    assert ping.evidence["version"].startswith(server.version)
+    assert ping.message.startswith(f"{server.name.capitalize()} {ping.evidence['version']} (master)")  # fmt: skip
+    assert result.services["cache"].version == ping.evidence["version"]
+
+
+@pytest.mark.parametrize("server", SERVERS[1:], ids=[s.id for s in SERVERS[1:]])
+def test_every_redis_and_celery_capability_passes_on_newer_servers(
+    tmp_path: Path, server: Server
+) -> None:
+    """The sandbox's Redis (persistence on) and instrumented Celery worker, with the server
+    replaced by Redis 8.2, Valkey 8.1 or 9.1 (Debian's 7.0 is the session sandbox's): every
+    redis and celery check passes, as on 7.0."""
+    import dataclasses
+
+    from stackprobe.sandbox.components import redis as sandbox_redis
+    from stackprobe.sandbox.manager import Sandbox
+
+    if shutil.which(server.binary) is None:
+        need_binary(Path(server.binary).name, server.install)
+
+    def command(layout: Layout) -> list[str]:
+        argv = sandbox_redis.REDIS.command(layout)
+        assert argv[0] == "redis-server"
+        return [server.binary, *argv[1:]]
+
+    box = Sandbox(
+        root=tmp_path / "sandbox",
+        components=(
+            dataclasses.replace(sandbox_redis.REDIS, binary=server.binary, command=command),
+            dataclasses.replace(sandbox_redis.CELERY_WORKER, requires=("redis",)),
+        ),
+    )
+    path = box.up()
+    try:
+        result = run_stack(path, kinds=("redis", "celery"))
+    finally:
+        box.down()
+    assert {r.check: r.message for r in result.results if r.outcome.value != "passed"} == {}
+    assert result.coverage.services["cache"].percent == 100.0
+    assert result.coverage.services["worker"].percent == 100.0
+    ping = {r.check: r for r in result.results}["redis.connectivity.ping"]
+    assert (ping.evidence["server"], ping.evidence["version"][:4]) == (server.name, server.version)
+    persisted = {r.check: r for r in result.results}["redis.persistence.configured"]
+    assert persisted.evidence["appendonly"] == "yes"

@@ -1,6 +1,6 @@
 """The reference Compose stack's configs are accepted by the real binaries that load them.
 
-promtool 2.42 (check config, check rules, test rules), the OpenTelemetry Collector built from
+promtool 2.42 and 3.x (check config, check rules, test rules; each test runs on both), the OpenTelemetry Collector built from
 deploy/otelcol/builder.yaml (validate), and consul 1.8.7 (validate) run here on the shipped
 files; each validation is also shown to fail on a broken copy. Grafana cannot run here: its
 provisioning is checked for consistency (datasource uids, dashboards, alert rules, contact
@@ -21,6 +21,7 @@ import yaml
 
 from stackprobe.compose.model import load_compose
 from tests.conftest import need_binary
+from tests.integration.prometheus_instance import PrometheusBuild
 from tests.integration.test_observability import need_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,46 +54,50 @@ def prometheus_copy(tmp_path: Path) -> Path:
 # --- promtool -----------------------------------------------------------------------------
 
 
-def test_promtool_check_config(tmp_path: Path) -> None:
-    need_binary("promtool", "scripts/install-services prometheus")
+def test_promtool_check_config(tmp_path: Path, prometheus_build: PrometheusBuild) -> None:
+    promtool = prometheus_build.paths()[1]
     config = prometheus_copy(tmp_path) / "prometheus.yml"
-    result = run("promtool", "check", "config", str(config))
+    result = run(promtool, "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 rule files found" in result.stdout
 
 
-def test_promtool_check_config_rejects_a_broken_copy(tmp_path: Path) -> None:
-    need_binary("promtool", "scripts/install-services prometheus")
+def test_promtool_check_config_rejects_a_broken_copy(
+    tmp_path: Path, prometheus_build: PrometheusBuild
+) -> None:
+    promtool = prometheus_build.paths()[1]
     config = prometheus_copy(tmp_path) / "prometheus.yml"
     config.write_text(config.read_text().replace("scrape_interval: 15s", "scrape_interval: soon"))
-    assert run("promtool", "check", "config", str(config)).returncode != 0
+    assert run(promtool, "check", "config", str(config)).returncode != 0
 
 
-def test_promtool_check_rules() -> None:
-    need_binary("promtool", "scripts/install-services prometheus")
+def test_promtool_check_rules(prometheus_build: PrometheusBuild) -> None:
+    promtool = prometheus_build.paths()[1]
     rules = sorted((PROMETHEUS / "rules").glob("*.yml"))
     assert [r.name for r in rules] == ["stack.yml", "stackprobe.yml"]
-    result = run("promtool", "check", "rules", *map(str, rules))
+    result = run(promtool, "check", "rules", *map(str, rules))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_test_rules() -> None:
-    need_binary("promtool", "scripts/install-services prometheus")
+def test_promtool_test_rules(prometheus_build: PrometheusBuild) -> None:
+    promtool = prometheus_build.paths()[1]
     tests = sorted((PROMETHEUS / "tests").glob("*_test.yml"))
-    result = run("promtool", "test", "rules", *map(str, tests), cwd=PROMETHEUS)
+    result = run(promtool, "test", "rules", *map(str, tests), cwd=PROMETHEUS)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(tests) == 2
 
 
-def test_promtool_test_rules_catches_a_changed_alert(tmp_path: Path) -> None:
+def test_promtool_test_rules_catches_a_changed_alert(
+    tmp_path: Path, prometheus_build: PrometheusBuild
+) -> None:
     """The unit tests can fail: a threshold changed in the rules breaks them."""
-    need_binary("promtool", "scripts/install-services prometheus")
+    promtool = prometheus_build.paths()[1]
     copy = prometheus_copy(tmp_path)
     rules = copy / "rules" / "stackprobe.yml"
     rules.write_text(
         rules.read_text().replace("stackprobe_service_up == 0", "stackprobe_service_up == 2")
     )
-    result = run("promtool", "test", "rules", "tests/stackprobe_test.yml", cwd=copy)
+    result = run(promtool, "test", "rules", "tests/stackprobe_test.yml", cwd=copy)
     assert result.returncode != 0 and "StackprobeServiceDown" in result.stdout + result.stderr
 
 
@@ -240,9 +245,11 @@ def promql_expressions() -> dict[str, str]:
     return found
 
 
-def test_dashboard_and_alert_queries_are_valid_promql(tmp_path: Path) -> None:
+def test_dashboard_and_alert_queries_are_valid_promql(
+    tmp_path: Path, prometheus_build: PrometheusBuild
+) -> None:
     """promtool parses each expression (as a recording rule): a typo fails here, not in Grafana."""
-    need_binary("promtool", "scripts/install-services prometheus")
+    promtool = prometheus_build.paths()[1]
     exprs = promql_expressions()
     assert len(exprs) >= 15
     rules = {
@@ -252,12 +259,12 @@ def test_dashboard_and_alert_queries_are_valid_promql(tmp_path: Path) -> None:
     }  # fmt: skip
     path = tmp_path / "grafana-queries.yml"
     path.write_text(yaml.safe_dump(rules))
-    result = run("promtool", "check", "rules", str(path))
+    result = run(promtool, "check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     path.write_text(
         yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "x", "expr": "sum(("}]}]})
     )
-    assert run("promtool", "check", "rules", str(path)).returncode != 0
+    assert run(promtool, "check", "rules", str(path)).returncode != 0
 
 
 def test_alert_rules_use_known_datasources_and_a_contact_point_routes_them() -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from stackprobe.sandbox.component import Layout
 from stackprobe.sandbox.components import observability as obs
-from tests.conftest import need_binary
+from tests.integration.prometheus_instance import PrometheusBuild
 from tests.integration.test_observability import need_file
 
 PORTS = {
@@ -59,11 +59,13 @@ def test_jaeger_validate_accepts_the_sandbox_jaeger_config(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("what", ["config", "rules"])
-def test_promtool_accepts_the_sandbox_prometheus_files(tmp_path: Path, what: str) -> None:
-    need_binary("promtool", "scripts/install-services prometheus")
+def test_promtool_accepts_the_sandbox_prometheus_files(
+    tmp_path: Path, what: str, prometheus_build: PrometheusBuild
+) -> None:
+    promtool = prometheus_build.paths()[1]  # 2.42 and 3.x
     place = layout(tmp_path, "prometheus")
     (place.dir / "rules.yml").write_text(yaml.safe_dump(obs.prometheus_rules()))
     (place.dir / "prometheus.yml").write_text(yaml.safe_dump(obs.prometheus_config(place)))
     target = place.dir / ("prometheus.yml" if what == "config" else "rules.yml")
-    result = run("promtool", "check", what, str(target))
+    result = run(promtool, "check", what, str(target))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from stackprobe.services.promql import Matcher, Selector, analyse
+from stackprobe.services.promql import Matcher, Selector, analyse, label_name
 
 
 def selectors(expr: str) -> set[str]:
@@ -85,6 +85,18 @@ def test_selectors_render_as_valid_promql_and_keep_quoting() -> None:
     assert s.base == Selector("x")
     [m] = analyse("rate(x[1d])").need.selectors()
     assert m.lookback == timedelta(hours=1)  # existence is asked over at most an hour
+
+
+def test_utf8_names_of_prometheus_3_render_quoted_so_the_query_parses() -> None:
+    """Prometheus 3 names (OpenTelemetry's dots) are quoted; a bare `http.method=` would be a
+    parse error in every query the dead-rule check sends. Legacy names stay bare for 2.x."""
+    [s] = analyse('rate({"http.server.duration_count", "http.method"="GET", job="a"}[5m]) > 1').need.selectors()  # fmt: skip
+    assert s.metric == "http.server.duration_count"
+    assert s.promql() == '{__name__="http.server.duration_count","http.method"="GET",job="a"}'
+    assert str(s) == '{"http.server.duration_count","http.method"="GET",job="a"}'
+    assert analyse(f"{s} > 1").error is None and analyse(f"count({s.promql()})").error is None
+    assert str(Selector("job:up:sum", (Matcher("job", "=", "a"),))) == 'job:up:sum{job="a"}'
+    assert label_name("http.method") == '"http.method"' and label_name("le") == "le"
 
 
 def test_an_expression_the_parser_cannot_read_is_an_error_not_a_guess() -> None:

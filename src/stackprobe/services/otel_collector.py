@@ -336,6 +336,18 @@ async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
     return f"probe metric with value {value:g} queryable in {prom_name} after {took:.1f} s"
 
 
+async def exemplar_storage(api: PrometheusAPI) -> bool | None:
+    """Whether Prometheus stores exemplars (`--enable-feature=exemplar-storage`, a feature flag
+    on 2.x and 3.x alike), from /api/v1/status/flags; None when it does not say."""
+    try:
+        flags = await api.get("/api/v1/status/flags")
+    except (CheckFailed, httpx.HTTPError):
+        return None
+    if not isinstance(flags, dict) or "enable-feature" not in flags:
+        return None
+    return "exemplar-storage" in str(flags["enable-feature"]).replace(" ", "").split(",")
+
+
 @check(
     "trace-metric-correlation",
     title="span metrics carry an exemplar with the probe trace id, which resolves in the trace store",
@@ -343,7 +355,14 @@ async def check_metrics_export(ctx: CheckContext[Collector]) -> str:
     timeout=45,
 )
 async def check_exemplar(ctx: CheckContext[Collector]) -> str:
-    _, api = await _prometheus(ctx)
+    prom_name, api = await _prometheus(ctx)
+    storing = await exemplar_storage(api)
+    ctx.evidence["exemplar_storage"] = storing
+    off = (
+        f"; {prom_name} stores no exemplars: it runs without --enable-feature=exemplar-storage"
+        if storing is False
+        else ""
+    )
     store_name = ctx.linked_name("trace_store")
     ns = _options(ctx).span_metrics_namespace
     sent_ids: list[str] = []
@@ -382,7 +401,7 @@ async def check_exemplar(ctx: CheckContext[Collector]) -> str:
         await send_probe()
         raise CheckFailed(
             f"{len(data)} span-metric series with {total_ex} exemplar(s), none with one of the "
-            f"{len(sent_ids) - 1} probe trace id(s) sent"
+            f"{len(sent_ids) - 1} probe trace id(s) sent{off}"
         )
 
     found = await ctx.eventually(

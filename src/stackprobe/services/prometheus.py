@@ -11,6 +11,7 @@ resolved end to end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import shutil
@@ -481,6 +482,13 @@ class DeadRuleAnalysis:
         ]
         return list(dict.fromkeys(found))
 
+    def recorded_bases(self, selectors: list[promql.Selector]) -> list[promql.Selector]:
+        """The bare metric of each selector of a recorded metric with label matchers: when the
+        recording rule's series exist but none has the labels asked, the selector is dead
+        whatever the recording rule can return (`job:up:sum{job="nope"}`)."""
+        found = [s.base for s in selectors if s.metric in self.recorded and s.label_matchers]
+        return list(dict.fromkeys(found))
+
     async def measure(self, selectors: list[promql.Selector]) -> None:
         self.exists.update(await self.probe.exist(selectors))
 
@@ -529,7 +537,7 @@ class DeadRuleAnalysis:
         ]
         await self.measure([*bases, *singles])
         value_exprs = {
-            (s.base, m.label): f"count by ({m.label}) ({s.base.promql()})"
+            (s.base, m.label): f"count by ({promql.label_name(m.label)}) ({s.base.promql()})"
             for s in selectors
             if s.base.metric or s.base.matchers
             for m in s.label_matchers
@@ -565,13 +573,36 @@ class DeadRuleAnalysis:
         ]  # fmt: skip
         if empty:
             parts = [
-                f"{m} selects nothing ({m.label} has {_values(seen[m.label])})" if any(seen[m.label])
-                else f"{m} selects nothing (no {s.base} series has label {m.label})"
+                _float_twin_hint(m, seen[m.label])
+                or (f"{m} selects nothing ({promql.label_name(m.label)} has {_values(seen[m.label])})" if any(seen[m.label])
+                    else f"{m} selects nothing (no {s.base} series has label {promql.label_name(m.label)})")
                 for m in empty
             ]  # fmt: skip
             return Finding(str(s), f"{s}: " + "; ".join(parts), metric=s.metric, matcher=", ".join(str(m) for m in empty), values=seen)  # fmt: skip
         together = ", ".join(str(m) for m in s.label_matchers)
         return Finding(str(s), f"{s}: {together} each select series, but no series has them all", metric=s.metric, matcher=together, values=seen)  # fmt: skip
+
+
+FLOAT_LABELS = ("le", "quantile")  # Prometheus 3 writes these as floats: le="1" is le="1.0"
+
+
+def _float_twin_hint(m: promql.Matcher, values: list[str]) -> str | None:
+    """`le="1"` written for 2.x on a Prometheus 3, which stores classic histogram buckets and
+    summary quantiles normalised to floats (`le="1.0"`): say so, with the value it stores."""
+    if m.label not in FLOAT_LABELS or m.op != "=":
+        return None
+    try:
+        wanted = float(m.value)
+    except ValueError:
+        return None
+    for value in values:
+        with contextlib.suppress(ValueError):
+            if value != m.value and float(value) == wanted:
+                return (
+                    f"{m} selects nothing: this Prometheus stores {m.label}={promql.quote(value)} "
+                    f"(3.x normalises {m.label} to a float)"
+                )
+    return None
 
 
 async def _warming(api: PrometheusAPI) -> bool:
@@ -656,12 +687,13 @@ async def check_dead_rules(ctx: CheckContext[PrometheusAPI]) -> str:
         "selectors": len(selectors),
     }
     ctx.evidence.update(summary=summary, not_parsed=unparsed, never_fires=hints)
-    await analysis.measure(selectors)
+    measured = list(dict.fromkeys([*selectors, *analysis.recorded_bases(selectors)]))
+    await analysis.measure(measured)
     passes = 1
     if analysis.dead() and await _warming(ctx.client):
         while analysis.dead() and time.monotonic() - started < UP_TIMEOUT:
             await asyncio.sleep(1.0)
-            await analysis.measure([s for s in selectors if not analysis.exists.get(s)])
+            await analysis.measure([s for s in measured if not analysis.exists.get(s)])
             passes += 1
     dead = analysis.dead()
     await analysis.diagnose(list(dict.fromkeys(s for _, culprits in dead for s in culprits)))

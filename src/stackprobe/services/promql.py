@@ -59,6 +59,22 @@ def quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_LEGACY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_LEGACY_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def label_name(name: str) -> str:
+    """A label name as PromQL writes it: bare when legacy, quoted otherwise. Prometheus 3
+    accepts any UTF-8 name (OpenTelemetry's `http.method`, `k8s.pod.name`) written quoted;
+    a bare dotted name is a parse error there."""
+    return name if _LEGACY_NAME.fullmatch(name) else quote(name)
+
+
+def legacy_metric_name(name: str) -> bool:
+    """Whether a metric name can be written bare (`a:b_total`), not only as `{"a.b"}`."""
+    return _LEGACY_METRIC.fullmatch(name) is not None
+
+
 @dataclass(frozen=True, order=True)
 class Matcher:
     label: str
@@ -66,7 +82,7 @@ class Matcher:
     value: str
 
     def __str__(self) -> str:
-        return f"{self.label}{self.op}{quote(self.value)}"
+        return f"{label_name(self.label)}{self.op}{quote(self.value)}"
 
     def matches(self, value: str) -> bool:
         """Whether a label value satisfies the matcher (RE2 anchored, like Prometheus)."""
@@ -94,6 +110,8 @@ class Selector:
 
     def __str__(self) -> str:
         inner = ",".join(str(m) for m in self.matchers)
+        if self.metric and not legacy_metric_name(self.metric):  # 3.x: {"http.server.duration"}
+            return "{" + ",".join((quote(self.metric), *(str(m) for m in self.matchers))) + "}"
         if self.metric:
             return f"{self.metric}{{{inner}}}" if inner else self.metric
         return "{" + inner + "}"

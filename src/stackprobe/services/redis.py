@@ -135,9 +135,18 @@ def _sync_client(target: Target) -> Iterator[sync_redis.Redis]:
         client.close()
 
 
+def server_of(info: dict[str, Any]) -> tuple[str, str | None]:
+    """(server, version) from INFO: Valkey says `redis_version:7.2.4` for compatibility (on
+    8.x and 9.x alike) and its own version in `valkey_version`, with `server_name:valkey`."""
+    if info.get("valkey_version") or str(info.get("server_name", "")).lower() == "valkey":
+        version = info.get("valkey_version") or info.get("redis_version")
+        return "Valkey", str(version) if version else None
+    version = info.get("redis_version")
+    return "Redis", str(version) if version else None
+
+
 async def _version(client: Client) -> str | None:
-    info = await client.info("server")
-    return str(info.get("redis_version")) if info.get("redis_version") else None
+    return server_of(await client.info("server"))[1]
 
 
 async def _liveness(client: Client) -> None:
@@ -240,8 +249,11 @@ async def check_ping(ctx: CheckContext[Client]) -> str:
         expect("PING reply", True, pong)
     info = await ctx.client.info()
     role = str(info.get("role", "?"))
+    server, version = server_of(info)
     ctx.evidence.update(
-        version=info.get("redis_version"),
+        server=server.lower(),
+        version=version,
+        redis_version=info.get("redis_version"),
         role=role,
         mode=info.get("redis_mode"),
         connected_clients=info.get("connected_clients"),
@@ -252,7 +264,7 @@ async def check_ping(ctx: CheckContext[Client]) -> str:
     expected_role = ctx.expectations.role
     if expected_role and expected_role != role:
         raise CheckFailed(f"role: expected {expected_role!r} (expectations.role), saw {role!r}")
-    return f"Redis {info.get('redis_version')} ({role}), PING p50 {ctx.evidence['ping_ms_p50']} ms"
+    return f"{server} {version} ({role}), PING p50 {ctx.evidence['ping_ms_p50']} ms"
 
 
 # --- operations -------------------------------------------------------------------------------
