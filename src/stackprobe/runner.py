@@ -263,6 +263,7 @@ class Runner:
     kinds: Mapping[str, Kind[Any]] | None = None  # the catalog unless a test brings its own
     services: Services | None = None  # open services to use (the monitor keeps its own)
     liveness_timeout: float = LIVENESS_TIMEOUT
+    cleanup_timeout: float = CLEANUP_TIMEOUT  # all of one check's cleanups together
     processes: ProcessControl | None = None  # default: the sandbox's, when the plan is on it
     wait: float = 0.0  # seconds to wait for every service to be alive before the checks
     on_wait: Callable[[str, str], None] | None = None  # (service, what it waits for)
@@ -274,6 +275,7 @@ class Runner:
     _clients: dict[str, Any] = field(default_factory=dict)
     _connect_errors: dict[str, str] = field(default_factory=dict)
     _versions: dict[str, str | None] = field(default_factory=dict)
+    _asking: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # versions
     _waited: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -435,6 +437,8 @@ class Runner:
             asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))
             for i, it in items
         ]
+        if name in self._asking:
+            tasks.append(self._asking[name])
         try:
             await asyncio.gather(*tasks)
         except asyncio.CancelledError:
@@ -473,6 +477,11 @@ class Runner:
                 self._connect_errors[name] = self._redactor.text(cause)
                 return
         self._clients[name] = opened.client
+        # asked beside the checks, not before them: a server that hangs after its liveness
+        # answer must not hold its checks back by the version's timeout
+        self._asking[name] = asyncio.create_task(self._ask_version(name, opened))
+
+    async def _ask_version(self, name: str, opened: Any) -> None:
         self._versions[name] = await version(opened)
 
     def _holds(
@@ -531,7 +540,7 @@ class Runner:
         finally:
             if ctx is not None:
                 evidence = ctx.evidence
-                problems = list(dict.fromkeys(await ctx.run_cleanups(CLEANUP_TIMEOUT)))
+                problems = list(dict.fromkeys(await ctx.run_cleanups(self.cleanup_timeout)))
                 if problems:
                     evidence["cleanup_problems"] = problems
                     if outcome is Outcome.PASSED or outcome is Outcome.SKIPPED:

@@ -471,3 +471,94 @@ def test_services_open_each_service_once_and_share_a_failure() -> None:
             return outcomes
 
     assert asyncio.run(failing()) == ["cannot connect: OSError: refused"] * 2
+
+
+def test_cleanups_of_one_check_share_one_budget() -> None:
+    """Twenty cleanups that hang cost one cleanup budget and one short grace, not twenty
+    budgets (redis.sessions.concurrent_isolation ran 103 s on a hung Redis: 20 x 5 s)."""
+    h = Harness()
+
+    async def leaves_hanging_cleanups(ctx: CheckContext[Any]) -> None:
+        for i in range(20):
+            ctx.cleanup(lambda: asyncio.sleep(30), f"delete {i}")
+        ctx.cleanup(lambda: h.events.append("local close"), "close local")  # registered last
+
+    h.add(leaves_hanging_cleanups)
+    started = time.monotonic()
+    [r] = h.run(cleanup_timeout=1.0).results
+    took = time.monotonic() - started
+    assert took < 1.0 + 0.25 + 1.0, took  # the budget, one grace for those left, slack
+    assert r.outcome is Outcome.ERROR
+    assert h.events == ["local close"]
+    problems = r.evidence["cleanup_problems"]
+    assert len(problems) == 20
+    assert all("1 s cleanup budget was spent" in p for p in problems), problems
+
+
+def test_an_unusable_service_is_closed_before_the_run_ends_and_checks_error_at_once() -> None:
+    """A service whose liveness probe gives no answer: every check `error` with that cause,
+    none of them started, and its client closed while the other service still runs."""
+    h = Harness()
+    closed: list[str] = []
+
+    @asynccontextmanager
+    async def connect(target: Target) -> AsyncIterator[str]:
+        try:
+            yield target.name
+        finally:
+            closed.append(f"{target.name} at {time.monotonic():.3f}")
+
+    async def liveness(client: str) -> None:
+        if client == "dead":
+            await asyncio.sleep(30)
+
+    h.kind.connect = connect
+    h.kind.liveness = liveness
+    started_checks: list[str] = []
+
+    async def slow(ctx: CheckContext[Any]) -> None:
+        started_checks.append(ctx.service_name)
+        await asyncio.sleep(1.5)
+
+    for i in range(10):
+        h.add(slow, name=f"slow_{i}")
+    svc = h.stack.config.services["svc"]
+    config = StackConfig.model_construct(version=1, stack="t", services={"live": svc, "dead": svc})
+    stack = Stack(path=Path("t.yaml"), config=config)
+    plan = Plan(
+        stack=stack,
+        items=tuple(PlanItem(s, n) for n in ("live", "dead") for s in h.kind.checks),
+        services={n: ("fake", h.kind.capabilities) for n in ("live", "dead")},
+    )
+    t0 = time.monotonic()
+    result = asyncio.run(Runner(plan, kinds={"fake": h.kind}, liveness_timeout=0.2).run())
+    dead = [r for r in result.results if r.service == "dead"]
+    assert {(r.outcome, r.message) for r in dead} == {
+        (Outcome.ERROR, "no answer within 0.2 s (liveness probe)")
+    }
+    assert all(r.duration_s == 0 for r in dead)
+    assert "dead" not in started_checks
+    dead_closed = float(next(c for c in closed if c.startswith("dead")).split(" at ")[1])
+    assert dead_closed - t0 < 1.0  # the live service's checks still had ~0.5 s to go
+
+
+def test_the_version_is_asked_beside_the_checks_not_before_them() -> None:
+    """A server that answers its liveness probe and then hangs: its checks start at once,
+    not after the version question's timeout."""
+    h = Harness()
+
+    async def version(client: str) -> str | None:
+        await asyncio.sleep(30)  # cut by VERSION_TIMEOUT (3 s)
+        return None
+
+    h.kind.version = version
+    seen: list[float] = []
+    t0 = time.monotonic()
+
+    async def first(ctx: CheckContext[Any]) -> None:
+        seen.append(time.monotonic() - t0)
+
+    h.add(first)
+    result = h.run()
+    assert seen and seen[0] < 1.0, seen
+    assert result.services["svc"].version is None

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import WatchError
 
 from stackprobe.check import CheckContext, CheckFailed, CheckSkipped, expect, ms
@@ -88,7 +89,7 @@ def connect_url(url: str, username: str | None = None, password: str | None = No
             url,
             username=username,
             password=password,
-            lib_version=_lib_version(),
+            driver_info=DriverInfo(lib_version=_lib_version()),
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
@@ -123,7 +124,7 @@ def sentinel_client(
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
-        lib_version=_lib_version(),
+        driver_info=DriverInfo(lib_version=_lib_version()),
     )
     return client
 
