@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -264,7 +265,8 @@ def test_eventually_reports_what_it_saw_last() -> None:
     h.add(converges_never)
     [r] = h.run().results
     assert r.outcome is Outcome.FAILED
-    assert r.message.startswith("all spans not reached after 0.3 s")
+    # the shape, not the elapsed time to the tenth (a busy machine says 0.4 s)
+    assert re.match(r"all spans not reached after \d+(\.\d+)? s \(\d+ attempts\)", r.message)
     assert "found" in r.message and "of 3 spans" in r.message
 
 
