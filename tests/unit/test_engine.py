@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -564,3 +565,41 @@ def test_the_version_is_asked_beside_the_checks_not_before_them() -> None:
     result = h.run()
     assert seen and seen[0] < 1.0, seen
     assert result.services["svc"].version is None
+
+
+def test_a_sync_call_that_overruns_its_check_is_abandoned_not_waited_for() -> None:
+    """A blocking client call in a thread (Celery's) that outlives its check's timeout: the
+    check is `error` at its timeout and `asyncio.run` returns without joining the thread
+    (`asyncio.to_thread` would hold it for the full 30 s)."""
+    from stackprobe.threads import in_thread
+
+    h = Harness()
+    release = threading.Event()
+
+    async def blocks(ctx: CheckContext[Any]) -> None:
+        await in_thread(release.wait, 30)
+
+    h.add(blocks, timeout=0.3)
+    started = time.monotonic()
+    [r] = h.run().results
+    took = time.monotonic() - started
+    release.set()
+    assert (r.outcome, r.message) == (Outcome.ERROR, "timed out after 0.3 s")
+    assert took < 3, took
+
+
+def test_in_thread_gives_back_the_value_or_the_exception() -> None:
+    from stackprobe.threads import in_thread
+
+    def boom() -> None:
+        raise ValueError("broker said no")
+
+    async def main() -> tuple[int, str]:
+        value = await in_thread(sum, [1, 2, 3])
+        try:
+            await in_thread(boom)
+        except ValueError as exc:
+            return value, str(exc)
+        return value, ""
+
+    assert asyncio.run(main()) == (6, "broker said no")
