@@ -427,7 +427,7 @@ class Runner:
         if name not in self._connect_errors:  # not already found not ready by --wait
             await self._connect(name)
         if name in self._connect_errors:
-            if self.services is not None and not self._shared_services:
+            if self.services is not None and not self._shared_services and self._alone_user(name):
                 await self.services.close(name)  # its client is of no use to the run
             now = time.monotonic()
             for i, it in items:
@@ -458,6 +458,18 @@ class Runner:
                 self._connect_errors[name] = self._redactor.text(
                     f"not ready after {w.waited_s:.0f} s: {w.cause}"
                 )
+
+    def _alone_user(self, name: str) -> bool:
+        """No other planned service's checks can be holding this one's client: none links
+        to it, and no stack-wide kind (whose checks open every member) is in the plan."""
+        stack = self.plan.stack
+        for other, (kind_name, _) in self.plan.services.items():
+            kind = self._kinds[kind_name]
+            if other != name and (kind.spans_stack or kind.traffic_of is not None):
+                return False
+            if other != name and name in stack.links.get(other, {}).values():
+                return False
+        return True
 
     async def _connect(self, name: str) -> None:
         """Open the service and probe its liveness once: a service that cannot be opened, does

@@ -15,6 +15,7 @@ import pytest
 
 from stackprobe.check import CheckContext, CheckFailed, Outcome
 from stackprobe.config import ServiceConfig, Stack, StackConfig
+from stackprobe.errors import ServiceError
 from stackprobe.kinds import Kind, Target
 from stackprobe.results import RunResult
 from stackprobe.runner import Plan, PlanItem, Runner
@@ -543,6 +544,49 @@ def test_an_unusable_service_is_closed_before_the_run_ends_and_checks_error_at_o
     assert "dead" not in started_checks
     dead_closed = float(next(c for c in closed if c.startswith("dead")).split(" at ")[1])
     assert dead_closed - t0 < 1.0  # the live service's checks still had ~0.5 s to go
+
+
+def test_an_unusable_service_another_one_links_to_stays_open_for_its_checks() -> None:
+    """A dead service that a live one links to (a collector's Prometheus): the live service's
+    checks may hold its client, so it is closed with the others at the end, not at once."""
+    h = Harness()
+    closed: list[str] = []
+
+    @asynccontextmanager
+    async def connect(target: Target) -> AsyncIterator[str]:
+        try:
+            yield target.name
+        finally:
+            closed.append(target.name)
+
+    async def liveness(client: str) -> None:
+        if client == "dead":
+            raise ServiceError("refused")
+
+    h.kind.connect = connect
+    h.kind.liveness = liveness
+    seen: list[list[str]] = []
+
+    async def uses_link(ctx: CheckContext[Any]) -> None:
+        if ctx.service_name == "live":
+            await ctx.open("dead")
+            await asyncio.sleep(0.3)
+            seen.append(list(closed))
+
+    h.add(uses_link)
+    svc = h.stack.config.services["svc"]
+    config = StackConfig.model_construct(version=1, stack="t", services={"live": svc, "dead": svc})
+    stack = Stack(path=Path("t.yaml"), config=config, links={"live": {"peer": "dead"}})
+    plan = Plan(
+        stack=stack,
+        items=tuple(PlanItem(s, n) for n in ("live", "dead") for s in h.kind.checks),
+        services={n: ("fake", h.kind.capabilities) for n in ("live", "dead")},
+    )
+    result = asyncio.run(Runner(plan, kinds={"fake": h.kind}).run())
+    outcomes = {r.service: r.outcome for r in result.results}
+    assert outcomes == {"live": Outcome.PASSED, "dead": Outcome.ERROR}
+    assert seen == [[]]  # nothing closed while the live check used the link
+    assert sorted(closed) == ["dead", "live"]
 
 
 def test_the_version_is_asked_beside_the_checks_not_before_them() -> None:
