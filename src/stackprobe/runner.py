@@ -276,6 +276,7 @@ class Runner:
     _connect_errors: dict[str, str] = field(default_factory=dict)
     _versions: dict[str, str | None] = field(default_factory=dict)
     _asking: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # versions
+    _shared_by: set[str] | None = None  # services other services' checks may open
     _waited: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -462,14 +463,12 @@ class Runner:
     def _alone_user(self, name: str) -> bool:
         """No other planned service's checks can be holding this one's client: none links
         to it, and no stack-wide kind (whose checks open every member) is in the plan."""
-        stack = self.plan.stack
-        for other, (kind_name, _) in self.plan.services.items():
-            kind = self._kinds[kind_name]
-            if other != name and (kind.spans_stack or kind.traffic_of is not None):
-                return False
-            if other != name and name in stack.links.get(other, {}).values():
-                return False
-        return True
+        if self._shared_by is None:  # worked out once: a plan may have thousands of services
+            kinds = [self._kinds[kind] for kind, _ in self.plan.services.values()]
+            wide = any(k.spans_stack or k.traffic_of is not None for k in kinds)
+            linked = {t for roles in self.plan.stack.links.values() for t in roles.values()}
+            self._shared_by = set(self.plan.services) if wide else linked
+        return name not in self._shared_by
 
     async def _connect(self, name: str) -> None:
         """Open the service and probe its liveness once: a service that cannot be opened, does
