@@ -108,7 +108,9 @@ def test_a_dead_service_gets_its_checks_error_after_the_wait(
         r.message for r in result.results
     ]
     assert "refused" in result.results[0].message
-    assert 3 <= (result.services["cache"].waited_s or 0) < 5 and took < 30
+    # the 3 s count from the command's start: loading the stack file comes out of them (0.2 s
+    # on a busy machine), so the wait itself is a little shorter
+    assert 2.5 <= (result.services["cache"].waited_s or 0) < 5 and took < 30
 
     alone = cli("wait", "-c", str(stack), "--timeout", "2s")
     assert alone.code == 1, alone.stderr
