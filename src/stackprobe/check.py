@@ -48,6 +48,7 @@ def ms(seconds: float) -> float:
 
 
 CheckFn = Callable[["CheckContext[Any]"], Awaitable[str | None]]
+CLEANUP_GRACE = 0.25  # seconds a cleanup still gets once a check's cleanup budget is spent
 
 
 @dataclass(frozen=True)
@@ -202,30 +203,64 @@ class CheckContext(Generic[ClientT]):
             await asyncio.sleep(min(interval, max(0.0, deadline - now)))
 
     async def run_cleanups(self, timeout: float) -> list[str]:
-        """Run every cleanup; return one line per cleanup that failed."""
-        problems = []
+        """Run every cleanup, last registered first; return one line per cleanup that failed.
+
+        `timeout` is the budget of all the cleanups together (one registered with a timeout
+        of its own, a scenario's rollback, gets that on top): on a service that hangs, twenty
+        cleanups cost one budget, not twenty. Those left when it is spent run together within
+        a short grace (CLEANUP_GRACE: closing a local server is instant; a call to the hung
+        service is cut and reported; what it would remove carries the run prefix and a TTL,
+        and `stackprobe clean` finds it)."""
+        problems: list[str] = []
+        deadline = time.monotonic() + timeout
+        spent = f"timed out: the {timeout:g} s cleanup budget was spent"
+        left: list[tuple[str, Callable[[], Awaitable[Any] | Any]]] = []
         while self._cleanups:
             what, fn, own = self._cleanups.pop()
-            budget = own if own is not None else timeout
+            remaining = deadline - time.monotonic()
+            if own is None and remaining <= 0:
+                left.append((what, fn))
+                continue
+            budget = own if own is not None else remaining
+            late = f"timed out after {own:g} s" if own is not None else spent
+            problem = await _one_cleanup(what, fn, budget, late)
+            if problem:
+                problems.append(problem)
+        if left:
             try:
-                async with asyncio.timeout(budget):
-                    result = fn()
-                    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                        await result
-            except TimeoutError:
-                problems.append(f"cleanup {what} timed out after {budget:g} s")
+                found = await asyncio.gather(
+                    *(_one_cleanup(what, fn, CLEANUP_GRACE, spent) for what, fn in left)
+                )
             except asyncio.CancelledError:
-                # a second Ctrl-C or the deadline reached a cleanup: note it and still run the
-                # others, so that one interruption never leaves the rest of the data behind
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                problems.append(f"cleanup {what} interrupted")
-            except Exception as exc:  # noqa: BLE001 - a failed cleanup is reported, never raised
-                problems.append(
-                    f"cleanup {what} failed: {explain(exc).removeprefix('check crashed: ')}"
-                )
+                found = [f"cleanup {what} interrupted" for what, _ in left]
+            problems += [p for p in found if p]
         return problems
+
+
+async def _one_cleanup(
+    what: str, fn: Callable[[], Awaitable[Any] | Any], budget: float, late: str
+) -> str | None:
+    """Run one cleanup within `budget`: None, or the line saying how it failed."""
+    try:
+        async with asyncio.timeout(budget):
+            result = fn()
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                await result
+    except TimeoutError:
+        return f"cleanup {what} {late}"
+    except asyncio.CancelledError:
+        # a second Ctrl-C or the deadline reached a cleanup: note it and still run the
+        # others, so that one interruption never leaves the rest of the data behind
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return f"cleanup {what} interrupted"
+    except Exception as exc:  # noqa: BLE001 - a failed cleanup is reported, never raised
+        return f"cleanup {what} failed: {explain(exc).removeprefix('check crashed: ')}"
+    return None
 
 
 async def call_check(fn: CheckFn, ctx: CheckContext[Any], timeout: float) -> tuple[Outcome, str]:

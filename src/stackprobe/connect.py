@@ -135,7 +135,7 @@ class Services:
         self.run_id = run_id or new_run_id()  # names what checks run through check() create
         self.kinds = kinds if kinds is not None else known_kinds()
         self.timeout = timeout
-        self._exits = AsyncExitStack()
+        self._exits: dict[str, AsyncExitStack] = {}  # per service: one can be closed early
         self._opened: dict[str, asyncio.Future[Opened[Any]]] = {}
 
     async def open(self, name: str) -> Opened[Any]:
@@ -145,8 +145,9 @@ class Services:
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
             self._opened[name] = pending
+            exits = self._exits[name] = AsyncExitStack()
             try:
-                opened = await self._exits.enter_async_context(
+                opened = await exits.enter_async_context(
                     open_service(self.stack, name, kinds=self.kinds, timeout=self.timeout)
                 )
             except BaseException as exc:
@@ -206,9 +207,20 @@ class Services:
         if pending is not None and pending.done() and pending.exception() is not None:
             del self._opened[name]
 
+    async def close(self, name: str) -> None:
+        """Close one service now (the runner, for a service none of its checks can use: a
+        client holds its command tables and pool, ~10 KB, until closed); a later `open`
+        opens it anew."""
+        self._opened.pop(name, None)
+        exits = self._exits.pop(name, None)
+        if exits is not None:
+            await exits.aclose()  # open_service closes within CLOSE_TIMEOUT and never raises
+
     async def aclose(self) -> None:
         self._opened.clear()
-        await self._exits.aclose()
+        while self._exits:
+            _, exits = self._exits.popitem()  # the last opened first
+            await exits.aclose()
 
     async def __aenter__(self) -> Services:
         return self

@@ -263,6 +263,7 @@ class Runner:
     kinds: Mapping[str, Kind[Any]] | None = None  # the catalog unless a test brings its own
     services: Services | None = None  # open services to use (the monitor keeps its own)
     liveness_timeout: float = LIVENESS_TIMEOUT
+    cleanup_timeout: float = CLEANUP_TIMEOUT  # all of one check's cleanups together
     processes: ProcessControl | None = None  # default: the sandbox's, when the plan is on it
     wait: float = 0.0  # seconds to wait for every service to be alive before the checks
     on_wait: Callable[[str, str], None] | None = None  # (service, what it waits for)
@@ -274,10 +275,18 @@ class Runner:
     _clients: dict[str, Any] = field(default_factory=dict)
     _connect_errors: dict[str, str] = field(default_factory=dict)
     _versions: dict[str, str | None] = field(default_factory=dict)
+    _asking: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # versions
+    _shared_by: set[str] | None = None  # services other services' checks may open
     _waited: dict[str, float] = field(default_factory=dict)
-    _connecting: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # short: asyncio.run formats the running task (and so this runner, through its
+        # callbacks) when it restores the SIGINT handler, and the dataclass repr of a plan
+        # of 28,000 checks took 2 s
+        return f"<Runner {self.run_id} {len(self.plan.items)} checks>"
 
     def __post_init__(self) -> None:
+        self._shared_services = self.services is not None  # the caller's: never closed here
         self._redactor = Redactor(self.plan.stack.secrets())
         self._kinds = self.kinds if self.kinds is not None else known_kinds()
         if self.processes is None and self.plan.sandbox:
@@ -308,14 +317,12 @@ class Runner:
         for i, item in enumerate(self.plan.items):  # checks that never started
             if i not in self._results:
                 reason = self._stop_reason or "run stopped"
-                self._finish(
-                    i,
-                    item,
-                    Outcome.ERROR,
-                    f"{reason} reached before it started",
-                    {},
-                    time.monotonic(),
+                message = (
+                    "interrupted before it started"
+                    if reason == "interrupted"
+                    else f"{reason} reached before it started"
                 )
+                self._finish(i, item, Outcome.ERROR, message, {}, time.monotonic())
         results = [self._results[i] for i in range(len(self.plan.items))]
         results += [self._skipped(item, reason) for item, reason in self.plan.skipped]
         result = run_result(
@@ -384,20 +391,19 @@ class Runner:
             if self.wait > 0:
                 await self._wait_ready()
             # each service's checks start once *it* is open and alive: one slow liveness
-            # probe (a Celery ping waits for its replies) does not hold back the others
-            self._connecting = {
-                name: asyncio.create_task(self._connect(name))
-                for name in self.plan.services
-                if name not in self._connect_errors  # not ready after --wait
-            }
+            # probe (a Celery ping waits for its replies) does not hold back the others. A
+            # service that cannot be used finishes its checks at once, without a task each:
+            # the cost of a dead service is one connect attempt, not one per check
             items = list(enumerate(self.plan.items))
-            ordinary = [(i, it) for i, it in items if not self._alone(it)]
+            ordinary: dict[str, list[tuple[int, PlanItem]]] = defaultdict(list)
+            for i, it in items:
+                if not self._alone(it):
+                    ordinary[it.service].append((i, it))
             tasks = [
-                asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))
-                for i, it in ordinary
+                asyncio.create_task(self._service(name, ordinary.get(name, []), sem, locks))
+                for name in self.plan.services
             ]
             try:
-                await asyncio.gather(*self._connecting.values())
                 await asyncio.gather(*tasks)
                 for i, it in items:
                     if not self._alone(it):
@@ -405,10 +411,42 @@ class Runner:
                     tasks = [asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))]
                     await tasks[0]
             except asyncio.CancelledError:
-                for connecting in self._connecting.values():
-                    connecting.cancel()
+                for task in tasks:
+                    task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)  # their cleanups run
                 raise
+
+    async def _service(
+        self,
+        name: str,
+        items: list[tuple[int, PlanItem]],
+        sem: _Slots,
+        locks: dict[str, _ServiceLock],
+    ) -> None:
+        """Open one service, then run its ordinary checks; a service that could not be used
+        gets each of them `error` with its one cause, at once."""
+        if name not in self._connect_errors:  # not already found not ready by --wait
+            await self._connect(name)
+        if name in self._connect_errors:
+            if self.services is not None and not self._shared_services and self._alone_user(name):
+                await self.services.close(name)  # its client is of no use to the run
+            now = time.monotonic()
+            for i, it in items:
+                self._finish(i, it, Outcome.ERROR, self._connect_errors[name], {}, now)
+            return
+        tasks = [
+            asyncio.create_task(self._run_one(i, it, sem, self._holds(it, locks)))
+            for i, it in items
+        ]
+        if name in self._asking:
+            tasks.append(self._asking[name])
+        try:
+            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # their cleanups run
+            raise
 
     async def _wait_ready(self) -> None:
         """`--wait`: every service's liveness until it passes; a service still not alive when
@@ -421,6 +459,16 @@ class Runner:
                 self._connect_errors[name] = self._redactor.text(
                     f"not ready after {w.waited_s:.0f} s: {w.cause}"
                 )
+
+    def _alone_user(self, name: str) -> bool:
+        """No other planned service's checks can be holding this one's client: none links
+        to it, and no stack-wide kind (whose checks open every member) is in the plan."""
+        if self._shared_by is None:  # worked out once: a plan may have thousands of services
+            kinds = [self._kinds[kind] for kind, _ in self.plan.services.values()]
+            wide = any(k.spans_stack or k.traffic_of is not None for k in kinds)
+            linked = {t for roles in self.plan.stack.links.values() for t in roles.values()}
+            self._shared_by = set(self.plan.services) if wide else linked
+        return name not in self._shared_by
 
     async def _connect(self, name: str) -> None:
         """Open the service and probe its liveness once: a service that cannot be opened, does
@@ -440,6 +488,11 @@ class Runner:
                 self._connect_errors[name] = self._redactor.text(cause)
                 return
         self._clients[name] = opened.client
+        # asked beside the checks, not before them: a server that hangs after its liveness
+        # answer must not hold its checks back by the version's timeout
+        self._asking[name] = asyncio.create_task(self._ask_version(name, opened))
+
+    async def _ask_version(self, name: str, opened: Any) -> None:
         self._versions[name] = await version(opened)
 
     def _holds(
@@ -458,19 +511,6 @@ class Runner:
     ) -> None:
         spec = item.spec
         timeout = self.timeout or spec.timeout or DEFAULT_TIMEOUT
-        connecting = self._connecting.get(item.service)
-        if connecting is not None:
-            try:
-                await asyncio.shield(connecting)
-            except asyncio.CancelledError:
-                reason = self._stop_reason or "interrupted"
-                message = (
-                    "interrupted before it started"
-                    if reason == "interrupted"
-                    else f"{reason} reached before it started"
-                )
-                self._finish(index, item, Outcome.ERROR, message, {}, time.monotonic())
-                raise
         started = time.monotonic()
         if item.service in self._connect_errors:
             self._finish(
@@ -511,7 +551,7 @@ class Runner:
         finally:
             if ctx is not None:
                 evidence = ctx.evidence
-                problems = list(dict.fromkeys(await ctx.run_cleanups(CLEANUP_TIMEOUT)))
+                problems = list(dict.fromkeys(await ctx.run_cleanups(self.cleanup_timeout)))
                 if problems:
                     evidence["cleanup_problems"] = problems
                     if outcome is Outcome.PASSED or outcome is Outcome.SKIPPED:

@@ -35,7 +35,7 @@ from tests.standins.tempo import TempoStandin
 TEMPO_CAPS = known_kinds()["tempo"].capabilities
 FAST_VISIBILITY = 1.5  # seconds a check waits for a trace that the stand-in will never complete
 _NOT_REACHED = (
-    r"trace [0-9a-f]{{32}} with {spans} spans not reached after 1\.5 s \(\d+ attempts\): "
+    r"trace [0-9a-f]{{32}} with {spans} spans not reached after \d+(\.\d+)? s \(\d+ attempts\): "
 )
 
 
@@ -99,8 +99,10 @@ def test_readiness_fails_while_tempo_is_not_ready(tmp_path: Path, tempo: TempoSt
     tempo.not_ready = True
     (ready,) = run_stack(_stack(tmp_path, tempo), capabilities=("readiness",)).results
     assert ready.outcome.value == "failed"
+    # the stand-in answers what a starting real 2.7.2 answered; the message shows the body
     assert ready.message == (
-        "GET /ready: expected 200, saw 503: Ingester not ready: waiting for 15s after being ready"
+        "GET /ready: expected 200, saw 503: "
+        "Ingester not ready: ingester check ready failed: waiting for 15s after being ready"
     )
 
 
@@ -177,6 +179,7 @@ def test_ingest_fails_saying_the_trace_was_not_found(
     tmp_path: Path, tempo: TempoStandin, fast: None
 ) -> None:
     tempo.not_found = True
+    tempo.search_lag_s = 0.2  # search must pass within the 1.5 s the fast fixture leaves it
     path = _stack(tmp_path, tempo)
     result = run_stack(path, capabilities=("ingest", "correlation", "query"))
     r = _by_check(result)
@@ -194,6 +197,36 @@ def test_checks_wait_until_tempo_makes_the_trace_visible(tmp_path: Path) -> None
     r = _by_check(result)
     assert r["tempo.ingest.by_id"].evidence["visible_after_s"] >= 0.5
     assert r["tempo.query.search"].evidence["found_by_attribute_after_s"] >= 1.0
+
+
+def test_search_passes_at_a_10_s_lag_and_reports_the_lag(tmp_path: Path) -> None:
+    """Real Tempo 2.7.2 made a new trace searchable after 1.6-9.9 s (the stand-in follows the
+    recording, visibility.json): at a 10 s lag the search check still passes, with the lag
+    it waited as evidence."""
+    with TempoStandin(search_lag_s=10.0) as tempo:
+        result = run_stack(_stack(tmp_path, tempo), capabilities=("query",))
+    (search,) = result.results
+    assert (search.outcome.value, search.check) == ("passed", "tempo.query.search"), search
+    lag = search.evidence["found_by_attribute_after_s"]
+    assert 10.0 <= lag < tracestore.VISIBLE_TIMEOUT, lag
+    assert re.match(r"found by attribute after \d+(\.\d+)? s and by service", search.message)
+
+
+def test_search_fails_saying_what_it_saw_when_the_lag_is_beyond_its_budget(
+    tmp_path: Path, fast: None
+) -> None:
+    """A lag beyond the search budget (here the fast fixture's 1.5 s, for a 5 s lag: the
+    stand-in's default, the recorded median): `failed`, saying how long it tried and what
+    the last search returned."""
+    with TempoStandin() as tempo:
+        result = run_stack(_stack(tmp_path, tempo), capabilities=("query",))
+    (search,) = result.results
+    assert search.outcome.value == "failed", search
+    assert re.fullmatch(
+        r"attribute search not reached after \d+(\.\d+)? s \(\d+ attempts\): "
+        r"search by stackprobe\.probe=\S+ returned 0 trace\(s\), not the probe trace",
+        search.message,
+    ), search.message
 
 
 def test_search_finds_a_trace_whose_id_starts_with_zeros(

@@ -61,10 +61,13 @@ Fault switches (attributes, settable while running): `drop_span` (the last span 
 stored trace is lost: by id, in search and in tags; a one-span trace disappears),
 `break_parent` (the first span with a parent gets a corrupted parent id, each byte inverted),
 `not_found` (every lookup by id answers as missing: v1 404 empty body, v2 200 `{"trace":{}}`),
-`not_ready` (`/ready` answers 503 `Ingester not ready: waiting for 15s after being ready`, as
-an ingester does after start; source, not recorded), `block_retention` (the value in
-`/status/config`), `version` (buildinfo), `id_lag_s`/`search_lag_s` (spans become visible by id
-or by search only that long after they were received, as a real Tempo lags).
+`not_ready` (`/ready` answers 503 with `ready-starting.txt`, `Ingester not ready: ingester check
+ready failed: waiting for 15s after being ready`, as a real 2.7.2 does for about 15 s after
+start; recorded), `block_retention` (the value in `/status/config`), `version` (buildinfo),
+`id_lag_s`/`search_lag_s` (spans become visible by id or by search only that long after they
+were received). The lags default to what a real 2.7.2 showed (`visibility.json`: by id
+0.06-0.40 s, by search 1.6-9.9 s, median about 5 s): ID_LAG_S 0.2 s and SEARCH_LAG_S 5 s, so
+tests meet the lag real users meet; a test that needs speed sets them lower explicitly.
 """
 
 from __future__ import annotations
@@ -92,7 +95,11 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 RECORDINGS = Path(__file__).parent / "recordings" / "tempo-2.7.2"
 TENANT = "single-tenant"
 ROOT_SPAN_NOT_YET_RECEIVED = "<root span not yet received>"
-NOT_READY = "Ingester not ready: waiting for 15s after being ready\n"
+# the recorded answer of a starting Tempo's /ready, and the recorded visibility lags
+NOT_READY = (RECORDINGS / "ready-starting.txt").read_text()
+_VISIBILITY = json.loads((RECORDINGS / "visibility.json").read_text())
+ID_LAG_S = 0.2  # within the recorded by_id range
+SEARCH_LAG_S = float(_VISIBILITY["by_search"]["median_s"])
 
 Value = str | int | float | bool
 
@@ -576,8 +583,8 @@ class TempoStandin:
         *,
         version: str = "",
         block_retention: str | None = None,
-        id_lag_s: float = 0.0,
-        search_lag_s: float = 0.0,
+        id_lag_s: float = ID_LAG_S,
+        search_lag_s: float = SEARCH_LAG_S,
     ) -> None:
         self.version = version
         self.block_retention = block_retention

@@ -102,7 +102,7 @@ def push(tempo: TempoStandin, request: trace_service_pb2.ExportTraceServiceReque
 
 @pytest.fixture
 def tempo() -> Iterator[TempoStandin]:
-    with TempoStandin() as standin:
+    with TempoStandin(id_lag_s=0, search_lag_s=0) as standin:
         assert push(standin, recorded_request()).status_code == 200
         yield standin
 
@@ -192,7 +192,7 @@ def test_the_receiver_answers_an_empty_export_response(tempo: TempoStandin) -> N
 
 
 def test_one_push_per_span_reads_back_the_same_recorded_trace() -> None:
-    with TempoStandin() as tempo:
+    with TempoStandin(id_lag_s=0, search_lag_s=0) as tempo:
         for parts in _recorded_spans():  # as the recording client pushed it: span by span
             single = trace_service_pb2.ExportTraceServiceRequest()
             single.resource_spans.append(_resource_spans(*parts))
@@ -205,7 +205,7 @@ def test_one_push_per_span_reads_back_the_same_recorded_trace() -> None:
 def test_a_request_with_several_traces_is_split_by_trace() -> None:
     ids = [otlp.new_trace_id() for _ in range(2)]
     spans = [otlp.ProbeSpan(t, otlp.new_span_id(), f"op-{t[:4]}", "svc").finish() for t in ids]
-    with TempoStandin() as tempo:
+    with TempoStandin(id_lag_s=0, search_lag_s=0) as tempo:
         push(tempo, otlp.traces_request(spans))  # one ResourceSpans holding both traces
         with httpx.Client(base_url=tempo.url) as http:
             for trace_id, span in zip(ids, spans, strict=True):
@@ -220,7 +220,7 @@ def test_attribute_types_come_back_in_protobuf_json_form() -> None:
         otlp.new_trace_id(), otlp.new_span_id(), "typed", "svc",
         attributes={"s": "héllo <&>", "i": 5, "f": 0.5, "b": True},
     ).finish()  # fmt: skip
-    with TempoStandin() as tempo:
+    with TempoStandin(id_lag_s=0, search_lag_s=0) as tempo:
         push(tempo, otlp.traces_request([span]))
         with httpx.Client(base_url=tempo.url) as http:
             answer = http.get(f"/api/v2/traces/{span.trace_id}")
@@ -251,7 +251,7 @@ def test_ids_are_parsed_as_tempo_parses_them(http: httpx.Client) -> None:
 def test_search_trims_leading_zeros_of_trace_ids_and_lookups_accept_them() -> None:
     trace_id = "000" + secrets.token_hex(16)[3:]
     span = otlp.ProbeSpan(trace_id, otlp.new_span_id(), "zeros", "svc-zero").finish()
-    with TempoStandin() as tempo:
+    with TempoStandin(id_lag_s=0, search_lag_s=0) as tempo:
         push(tempo, otlp.traces_request([span]))
         with httpx.Client(base_url=tempo.url) as http:
             found = http.get("/api/search", params={"q": '{ resource.service.name = "svc-zero" }'})
@@ -285,7 +285,10 @@ def test_search_parameters_are_validated_like_tempo(http: httpx.Client) -> None:
     ],
 )
 def test_traceql_syntax_errors_name_line_column_and_token(query: str, message: str) -> None:
-    with TempoStandin() as tempo, httpx.Client(base_url=tempo.url) as http:
+    with (
+        TempoStandin(id_lag_s=0, search_lag_s=0) as tempo,
+        httpx.Client(base_url=tempo.url) as http,
+    ):
         answer = http.get("/api/search", params={"q": query})
     assert (answer.status_code, answer.text) == (400, f"invalid TraceQL query: {message}")
 
@@ -296,7 +299,10 @@ def test_traceql_syntax_errors_name_line_column_and_token(query: str, message: s
      "{ duration > 1s }", '{ span.a = "x" } >> { span.b = "y" }', '{ span.a =~ "x.*" }'],
 )  # fmt: skip
 def test_valid_traceql_outside_the_subset_is_a_501_from_the_standin(query: str) -> None:
-    with TempoStandin() as tempo, httpx.Client(base_url=tempo.url) as http:
+    with (
+        TempoStandin(id_lag_s=0, search_lag_s=0) as tempo,
+        httpx.Client(base_url=tempo.url) as http,
+    ):
         answer = http.get("/api/search", params={"q": query})
     assert answer.status_code == 501
     assert answer.text.startswith("tempo stand-in: TraceQL ")
@@ -347,11 +353,12 @@ def test_version_and_retention_can_be_set_and_nothing_else_changes() -> None:
 
 
 def test_not_ready_answers_503_like_a_starting_ingester(tempo: TempoStandin, http: httpx.Client) -> None:  # fmt: skip
+    """The body a real 2.7.2 answered for ~15 s after start (ready-starting.txt)."""
     tempo.not_ready = True
     answer = http.get("/ready")
-    assert (answer.status_code, answer.text) == (
-        503,
-        "Ingester not ready: waiting for 15s after being ready\n",
+    assert (answer.status_code, answer.content) == (503, recording("ready-starting.txt"))
+    assert answer.text == (
+        "Ingester not ready: ingester check ready failed: waiting for 15s after being ready\n"
     )
     tempo.not_ready = False
     assert http.get("/ready").text == "ready\n"
@@ -378,7 +385,10 @@ def test_drop_span_loses_the_last_span_everywhere(tempo: TempoStandin, http: htt
 
 def test_drop_span_makes_a_one_span_trace_disappear() -> None:
     span = otlp.ProbeSpan(otlp.new_trace_id(), otlp.new_span_id(), "only", "svc").finish()
-    with TempoStandin() as tempo, httpx.Client(base_url=tempo.url) as http:
+    with (
+        TempoStandin(id_lag_s=0, search_lag_s=0) as tempo,
+        httpx.Client(base_url=tempo.url) as http,
+    ):
         push(tempo, otlp.traces_request([span]))
         tempo.drop_span = True
         assert http.get(f"/api/traces/{span.trace_id}").status_code == 404
@@ -424,4 +434,25 @@ def test_lags_delay_visibility_by_id_and_by_search() -> None:
         assert _spans(http.get(f"/api/v2/traces/{span.trace_id}"))[0]["name"] == "late"
         assert http.get("/api/search", params=q).json()["traces"] == []
         time.sleep(max(0.0, pushed + 1.05 - time.monotonic()))
+        assert len(http.get("/api/search", params=q).json()["traces"]) == 1
+
+
+def test_default_lags_follow_the_recorded_real_tempo() -> None:
+    """Without lags set, a new trace is visible by id within the recorded 0.06-0.40 s and by
+    search only after the recorded median (~5 s; visibility.json), as real users meet it."""
+    facts = json.loads(recording("visibility.json"))
+    span = otlp.ProbeSpan(otlp.new_trace_id(), otlp.new_span_id(), "new", "svc-new").finish()
+    q = {"q": '{ resource.service.name = "svc-new" }'}
+    with TempoStandin() as tempo, httpx.Client(base_url=tempo.url) as http:
+        assert facts["by_id"]["min_s"] <= tempo.id_lag_s <= facts["by_id"]["max_s"]
+        assert tempo.search_lag_s == facts["by_search"]["median_s"]
+        push(tempo, otlp.traces_request([span]))
+        pushed = time.monotonic()
+        time.sleep(max(0.0, pushed + facts["by_id"]["max_s"] - time.monotonic()))
+        assert _spans(http.get(f"/api/v2/traces/{span.trace_id}"))[0]["name"] == "new"
+        assert http.get("/api/search", params=q).json()["traces"] == []
+        assert (
+            http.get("/api/search", params={"tags": "service.name=svc-new"}).json()["traces"] == []
+        )
+        time.sleep(max(0.0, pushed + tempo.search_lag_s + 0.1 - time.monotonic()))
         assert len(http.get("/api/search", params=q).json()["traces"]) == 1

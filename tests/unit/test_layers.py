@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "stackprobe"
 LAYERS: dict[str, tuple[str, ...]] = {
     "base": (
         "errors", "durations", "state", "redact", "ids", "urls", "config", "explain", "http",
-        "otlp", "dns", "check", "httpserver",
+        "otlp", "dns", "check", "httpserver", "threads",
     ),
     "kinds": ("kinds", "held", "services", "compose", "resilience", "flow", "flow_probe", "load"),  # the compose library, the load engine
     "engine": ("catalog", "loader", "connect", "runner", "coverage", "results", "store", "clean", "compose.discover", "resilience.restore",

@@ -27,6 +27,7 @@ from stackprobe.check import CheckContext, CheckFailed
 from stackprobe.held import hold_redis
 from stackprobe.ids import is_leftover
 from stackprobe.kinds import Held, Kind, Target
+from stackprobe.threads import in_thread
 from stackprobe.urls import with_credentials
 
 PING_TIMEOUT = 1.0
@@ -81,7 +82,7 @@ class CeleryClient:
             async with _redis(self.broker_url) as client:
                 before = await client.zscore(BINDING_DEADLINES, REPLY_EXCHANGE)
             try:
-                return await asyncio.to_thread(call)
+                return await in_thread(call)
             finally:
                 await self._forget_replies(before)
 
@@ -103,7 +104,7 @@ class CeleryClient:
         # a new client's first ping also sets up its reply queue (~300 ms measured here, 4 ms
         # after): give it the full ping timeout, the short one once it has answered
         timeout = LIVENESS_PING_TIMEOUT if self._warm else PING_TIMEOUT
-        replies = await asyncio.to_thread(self.app.control.ping, timeout=timeout, limit=1)
+        replies = await in_thread(self.app.control.ping, timeout=timeout, limit=1)
         self._warm = self._warm or bool(replies)
         return bool(replies)
 
@@ -129,7 +130,7 @@ class CeleryClient:
     async def round_trip(self, task_id: str, nonce: str, timeout: float) -> float:
         """Send `celery.accumulate(nonce)` and wait for the worker's answer; seconds taken."""
         started = time.monotonic()
-        result = await asyncio.to_thread(  # publishing can block on the broker: not on the loop
+        result = await in_thread(  # publishing can block on the broker: not on the loop
             self.app.send_task,
             "celery.accumulate",
             args=(nonce,),
@@ -137,7 +138,7 @@ class CeleryClient:
             task_id=task_id,
             expires=TASK_EXPIRES_S,
         )
-        value = await asyncio.to_thread(result.get, timeout=timeout, propagate=False)
+        value = await in_thread(result.get, timeout=timeout, propagate=False)
         took = time.monotonic() - started
         if value != [nonce]:
             raise CheckFailed(f"expected the worker to return [{nonce!r}], got {value!r}")
@@ -148,7 +149,7 @@ class CeleryClient:
         TimeoutError when none came."""
         result = self.app.AsyncResult(task_id)
         try:
-            return await asyncio.to_thread(result.get, timeout=timeout, propagate=False)
+            return await in_thread(result.get, timeout=timeout, propagate=False)
         except CeleryTimeoutError:
             raise TimeoutError(f"no result for task {task_id} within {timeout:g} s") from None
 
