@@ -61,6 +61,9 @@ def _check_services(
     config: StackConfig, file: Path, problems: list[str], kinds: Mapping[str, Kind[Any]]
 ) -> dict[str, dict[str, str]]:
     links: dict[str, dict[str, str]] = {}
+    by_kind: dict[str, list[str]] = {}  # once: per service it made 2,000 services quadratic
+    for name, svc in config.services.items():
+        by_kind.setdefault(svc.kind, []).append(name)
     for name, svc in config.services.items():
         where = f"{file}: services.{name}"
         kind = kinds.get(svc.kind)
@@ -77,7 +80,7 @@ def _check_services(
         for dep in svc.depends_on:
             if dep not in config.services:
                 problems.append(f"{where}.depends_on: no service named {dep!r} in this stack")
-        links[name] = _links(name, config, kind, where, problems)
+        links[name] = _links(name, config, kind, where, problems, by_kind)
     cycle = find_cycle({n: s.depends_on for n, s in config.services.items()})
     if cycle:
         problems.append(f"{file}: services: depends_on forms a cycle: {' -> '.join(cycle)}")
@@ -85,7 +88,12 @@ def _check_services(
 
 
 def _links(
-    name: str, config: StackConfig, kind: Kind[Any], where: str, problems: list[str]
+    name: str,
+    config: StackConfig,
+    kind: Kind[Any],
+    where: str,
+    problems: list[str],
+    by_kind: Mapping[str, list[str]],
 ) -> dict[str, str]:
     """Each role of the kind: the service named in `links:`, else the only one of its kind."""
     svc = config.services[name]
@@ -103,7 +111,9 @@ def _links(
             else:
                 settled[role] = explicit
             continue
-        candidates = [n for n, s in config.services.items() if s.kind in wanted and n != name]
+        candidates = [n for k in wanted for n in by_kind.get(k, ()) if n != name]
+        if len(wanted) > 1:  # in the order of the file, as the message names them
+            candidates.sort(key=list(config.services).index)
         if len(candidates) == 1:
             settled[role] = candidates[0]
         elif len(candidates) > 1:
