@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stackprobe.check import CheckContext, CheckFailed, Outcome
+from stackprobe.check import CheckContext, CheckFailed, Outcome, _one_cleanup
 from stackprobe.config import ServiceConfig, Stack, StackConfig
 from stackprobe.errors import ServiceError
 from stackprobe.kinds import Kind, Target
@@ -647,3 +647,35 @@ def test_in_thread_gives_back_the_value_or_the_exception() -> None:
         return value, ""
 
     assert asyncio.run(main()) == (6, "broker said no")
+
+
+def test_a_cleanup_the_interruption_reaches_runs_once_more() -> None:
+    """Ctrl-C landing inside a cleanup's DEL: the cleanup runs again within the grace, so the
+    key is removed; interrupted twice, it is reported."""
+    calls: list[int] = []
+
+    async def cleanup() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(5)
+
+    async def interrupted_once() -> str | None:
+        task = asyncio.create_task(_one_cleanup("delete session", cleanup, 5.0, "late"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        return await task
+
+    assert asyncio.run(interrupted_once()) is None
+    assert len(calls) == 2
+
+    async def hangs() -> None:
+        await asyncio.sleep(5)
+
+    async def interrupted_twice() -> str | None:
+        task = asyncio.create_task(_one_cleanup("delete session", hangs, 5.0, "late"))
+        for _ in range(2):
+            await asyncio.sleep(0.05)
+            task.cancel()
+        return await task
+
+    assert asyncio.run(interrupted_twice()) == "cleanup delete session interrupted"
