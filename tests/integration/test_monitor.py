@@ -689,6 +689,9 @@ def test_probe_answers_success_on_the_sandbox_and_failure_in_time_with_redis_sto
         assert probe_samples(operations.text)["probe_success"][1] == 0
     finally:
         cache.start()
+        # the session's worker lost its broker: restart it, as `sandbox up` does after a Redis
+        # restart, or the next tests' Celery checks meet a worker still reconnecting
+        sandbox.sandbox.process("worker").restart()
 
 
 def probe_job(monitor: str) -> dict[str, Any]:

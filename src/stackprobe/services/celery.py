@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
+from kombu.pools import ProducerPool
 from pydantic import BaseModel, ConfigDict
 
 from stackprobe.check import CheckContext, CheckFailed
@@ -204,6 +205,13 @@ def celery_client(broker_url: str, backend_url: str, queue: str) -> CeleryClient
         redis_socket_connect_timeout=3,
         result_expires=RESULT_TTL_S,
     )
+    # Pools of this app's own: Celery takes broker connections and producers from kombu's
+    # process-wide registries, keyed by broker URL, so every app of the process shares them. A
+    # broker restart left a closed connection there, and the next client's ping failed with
+    # "Connection closed by server" (a long-running monitor, the pytest plugin); sharing would
+    # also touch the pools of a user's app in the same process. app.close() closes these.
+    app._pool = app.connection_for_write().Pool(limit=app.conf.broker_pool_limit)
+    app.amqp._producer_pool = ProducerPool(app._pool, limit=app._pool.limit)  # type: ignore[no-untyped-call]
     return CeleryClient(app=app, broker_url=broker_url, backend_url=backend_url, queue=queue)
 
 
