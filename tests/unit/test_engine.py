@@ -499,24 +499,40 @@ def test_cleanups_of_one_check_share_one_budget() -> None:
     assert all("1 s cleanup budget was spent" in p for p in problems), problems
 
 
-def test_an_unusable_service_is_closed_before_the_run_ends_and_checks_error_at_once() -> None:
-    """A service whose liveness probe gives no answer: every check `error` with that cause,
-    none of them started, and its client closed while the other service still runs."""
-    h = Harness()
-    closed: list[str] = []
+def live_and_dead(
+    h: Harness, links: dict[str, dict[str, str]] | None = None
+) -> tuple[Plan, dict[str, float]]:
+    """A plan of two services of the harness's kind, `live` and `dead`, with every check of
+    the kind on each; the dict gets each service's client close time as the run closes it."""
+    closed: dict[str, float] = {}
 
     @asynccontextmanager
     async def connect(target: Target) -> AsyncIterator[str]:
         try:
             yield target.name
         finally:
-            closed.append(f"{target.name} at {time.monotonic():.3f}")
+            closed[target.name] = time.monotonic()
+
+    h.kind.connect = connect
+    svc = h.stack.config.services["svc"]
+    config = StackConfig.model_construct(version=1, stack="t", services={"live": svc, "dead": svc})
+    plan = Plan(
+        stack=Stack(path=Path("t.yaml"), config=config, links=links or {}),
+        items=tuple(PlanItem(s, n) for n in ("live", "dead") for s in h.kind.checks),
+        services={n: ("fake", h.kind.capabilities) for n in ("live", "dead")},
+    )
+    return plan, closed
+
+
+def test_an_unusable_service_is_closed_before_the_run_ends_and_checks_error_at_once() -> None:
+    """A service whose liveness probe gives no answer: every check `error` with that cause,
+    none of them started, and its client closed while the other service still runs."""
+    h = Harness()
 
     async def liveness(client: str) -> None:
         if client == "dead":
             await asyncio.sleep(30)
 
-    h.kind.connect = connect
     h.kind.liveness = liveness
     started_checks: list[str] = []
 
@@ -526,14 +542,7 @@ def test_an_unusable_service_is_closed_before_the_run_ends_and_checks_error_at_o
 
     for i in range(10):
         h.add(slow, name=f"slow_{i}")
-    svc = h.stack.config.services["svc"]
-    config = StackConfig.model_construct(version=1, stack="t", services={"live": svc, "dead": svc})
-    stack = Stack(path=Path("t.yaml"), config=config)
-    plan = Plan(
-        stack=stack,
-        items=tuple(PlanItem(s, n) for n in ("live", "dead") for s in h.kind.checks),
-        services={n: ("fake", h.kind.capabilities) for n in ("live", "dead")},
-    )
+    plan, closed = live_and_dead(h)
     t0 = time.monotonic()
     result = asyncio.run(Runner(plan, kinds={"fake": h.kind}, liveness_timeout=0.2).run())
     dead = [r for r in result.results if r.service == "dead"]
@@ -542,28 +551,18 @@ def test_an_unusable_service_is_closed_before_the_run_ends_and_checks_error_at_o
     }
     assert all(r.duration_s == 0 for r in dead)
     assert "dead" not in started_checks
-    dead_closed = float(next(c for c in closed if c.startswith("dead")).split(" at ")[1])
-    assert dead_closed - t0 < 1.0  # the live service's checks still had ~0.5 s to go
+    assert closed["dead"] - t0 < 1.0  # the live service's checks still had ~0.5 s to go
 
 
 def test_an_unusable_service_another_one_links_to_stays_open_for_its_checks() -> None:
     """A dead service that a live one links to (a collector's Prometheus): the live service's
     checks may hold its client, so it is closed with the others at the end, not at once."""
     h = Harness()
-    closed: list[str] = []
-
-    @asynccontextmanager
-    async def connect(target: Target) -> AsyncIterator[str]:
-        try:
-            yield target.name
-        finally:
-            closed.append(target.name)
 
     async def liveness(client: str) -> None:
         if client == "dead":
             raise ServiceError("refused")
 
-    h.kind.connect = connect
     h.kind.liveness = liveness
     seen: list[list[str]] = []
 
@@ -574,14 +573,7 @@ def test_an_unusable_service_another_one_links_to_stays_open_for_its_checks() ->
             seen.append(list(closed))
 
     h.add(uses_link)
-    svc = h.stack.config.services["svc"]
-    config = StackConfig.model_construct(version=1, stack="t", services={"live": svc, "dead": svc})
-    stack = Stack(path=Path("t.yaml"), config=config, links={"live": {"peer": "dead"}})
-    plan = Plan(
-        stack=stack,
-        items=tuple(PlanItem(s, n) for n in ("live", "dead") for s in h.kind.checks),
-        services={n: ("fake", h.kind.capabilities) for n in ("live", "dead")},
-    )
+    plan, closed = live_and_dead(h, links={"live": {"peer": "dead"}})
     result = asyncio.run(Runner(plan, kinds={"fake": h.kind}).run())
     outcomes = {r.service: r.outcome for r in result.results}
     assert outcomes == {"live": Outcome.PASSED, "dead": Outcome.ERROR}
