@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,6 +60,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
         box.down()
 
 
+INTERRUPT_GRACE = 120.0  # a timed-out CLI run gets this long to roll back after Ctrl-C
+
+
 @dataclass
 class CliResult:
     code: int
@@ -85,16 +89,31 @@ class CliRunner:
         return env
 
     def __call__(self, *args: str, timeout: float = 120, **env: str) -> CliResult:
-        proc = subprocess.run(
+        """A run past `timeout` is interrupted as a user would (Ctrl-C: its cleanups and
+        rollbacks run) and the test fails with what it had printed, instead of dying
+        silently at pytest's own timeout."""
+        proc = subprocess.Popen(
             [sys.executable, "-m", "stackprobe", *args],
             cwd=self.cwd,
             env=self.env(**env),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
         )
-        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                stdout, stderr = proc.communicate(timeout=INTERRUPT_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            pytest.fail(
+                f"stackprobe {' '.join(args)} still running after {timeout:g} s; interrupted "
+                f"(exit {proc.returncode}). stderr:\n{stderr[-4000:]}\nstdout:\n{stdout[-4000:]}"
+            )
+        return CliResult(proc.returncode, stdout, stderr)
 
     def use_sandbox(self, running: RunningSandbox) -> None:
         """Point this runner's state dir at the session sandbox (so --sandbox finds it)."""
@@ -110,14 +129,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(binary: str, workdir: Path) -> Iterator[int]:
+def redis_server(binary: str, workdir: Path, port: int | None = None) -> Iterator[int]:
     """A real Redis-protocol server (`binary`: redis-server or valkey-server) of the test's own
     that persists nothing (`--save "" --appendonly no`): its port, stopped on exit."""
     import time
 
     import redis
 
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],
