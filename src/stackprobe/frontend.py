@@ -22,7 +22,7 @@ from stackprobe.config import Stack, find_stack_file
 from stackprobe.durations import parse_duration
 from stackprobe.errors import ConfigError
 from stackprobe.loader import load_stack
-from stackprobe.progress import LiveProgress
+from stackprobe.progress import LineProgress, LiveProgress
 from stackprobe.redact import Redactor
 from stackprobe.report import RENDERERS
 from stackprobe.report.ci import failures_by_service, step_summary
@@ -135,6 +135,7 @@ def execute(
     live: AbstractContextManager[Any] | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     appendix: Callable[[RunResult], str] | None = None,
+    log_each: bool = False,
     **runner: Any,
 ) -> RunResult:
     """Run a plan with live progress, save its result, write the report (redacted), and say
@@ -142,8 +143,13 @@ def execute(
     verdict and failures to $GITHUB_STEP_SUMMARY, and end the text report with the failures
     grouped per service with a rerun command. A verb with its own live display (`load`) gives
     it as `live`, its event loop as `loop_factory` and tables after the text as `appendix`.
+    `log_each` (slow checks, few of them): off a terminal, one stderr line per finished check.
     The caller turns `result.exit_code` into the command's exit code."""
-    progress = LiveProgress(enabled=sys.stderr.isatty() and live is None)
+    progress: LiveProgress | LineProgress = LiveProgress(
+        enabled=sys.stderr.isatty() and live is None
+    )
+    if log_each and not sys.stderr.isatty():
+        progress = LineProgress()
     runner.setdefault("on_wait", say_wait)
     with (
         progress,

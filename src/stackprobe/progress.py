@@ -1,5 +1,6 @@
 """Live progress on stderr while checks or a load run; silent when stderr is not a terminal
-(rule 8)."""
+(rule 8). Verbs whose checks take minutes each (`scenario run`) log one line per finished
+check instead when stderr is not a terminal, so a CI log shows how far a run got."""
 
 from __future__ import annotations
 
@@ -75,6 +76,36 @@ class LiveProgress(_Bar):
         failed = f"[red]{self._failed} not passed[/] " if self._failed else ""
         self._progress.update(
             self._task, advance=1, description=f"{failed}{result.check} [{result.service}]"
+        )
+
+
+class LineProgress:
+    """One stderr line per check as it ends: `[2/7] scenario redis-crash [stack]: passed in 9.1 s`.
+    Used where a live bar is off (stderr not a terminal) and checks are few and slow."""
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._done = 0
+        self._console = Console(stderr=True, highlight=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def started(self, total: int) -> None:
+        self._total = total
+
+    def check_started(self, item: PlanItem) -> None:
+        pass
+
+    def check_finished(self, result: CheckResult) -> None:
+        self._done += 1
+        self._console.print(
+            f"[{self._done}/{self._total}] {result.title} [{result.service}]: "
+            f"{result.outcome.value} in {result.duration_s:.1f} s",
+            markup=False,
         )
 
 

@@ -108,22 +108,29 @@ def test_the_ha_sandbox_is_real_and_its_stack_file_names_every_part(ha: Path) ->
     assert stack.service("tracing").options["config_file"].endswith("jaeger-badger.yaml")
 
 
+@pytest.mark.timeout(900)  # seven scenarios take about 90 s; a hang is cut at 600 s with its log
 def test_every_scenario_passes_on_the_ha_sandbox_with_its_figures(
     hacli: CliRunner, ha: Path, tmp_path: Path
 ) -> None:
     report = tmp_path / "scenarios.json"
-    res = hacli(
-        "scenario",
-        "run",
-        "--all",
-        "--sandbox",
-        "--allow-disruption",
-        "--format",
-        "json",
-        "-o",
-        str(report),
-        timeout=900,
-    )
+    before = journals(ha)
+    try:
+        res = hacli(
+            "scenario",
+            "run",
+            "--all",
+            "--sandbox",
+            "--allow-disruption",
+            "--format",
+            "json",
+            "-o",
+            str(report),
+            timeout=600,
+        )
+    except pytest.fail.Exception as exc:  # the journals say which step of which scenario hung
+        tails = {p.name: p.read_text().splitlines()[-12:] for p in sorted(journals(ha) - before)}
+        pytest.fail(f"{exc}\njournals: {json.dumps(tails, indent=1)}")
+    assert "[7/7] scenario " in res.stderr, res.stderr  # one line per scenario off a terminal
     doc = json.loads(report.read_text())
     results = by_check(doc)
     assert res.code == 0, {n: (r["outcome"], r["message"]) for n, r in results.items()}

@@ -111,6 +111,7 @@ def run_scenarios(
         output,
         stack_arg_of(config, sandbox),
         deadline=sum(check_timeout(s) for s in chosen) + 60,
+        log_each=True,
     ).exit_code
 
 

@@ -43,6 +43,7 @@ from stackprobe.state import state_dir
 STEADY_TIMEOUT = 30.0  # the steady state must hold (again) within this
 WRITE_TIMEOUT = 2.0  # one write's budget: a write that hangs longer is counted as refused
 ROLLBACK_TIMEOUT = 90.0  # rollbacks, and waiting for every touched service to be alive again
+VERIFY_ATTEMPT_MIN = 1.0  # the last attempt of a verify step still gets this long
 
 
 def state_of(ctx: CheckContext[object]) -> Path:
@@ -79,8 +80,8 @@ class _Run:
         self.services = ctx.services
         self.scenario = scenario
         self.tolerances = tolerances
-        self.timeline = tl.Timeline()
         self.journal = Journal(state_of(ctx), ctx.run_id, scenario.name)
+        self.timeline = tl.Timeline(on_mark=self._journal_mark)
         self.state: dict[str, Any] = {}
         self.open_faults: list[Fault] = []  # applied and not yet remedied, in order
         self.resolved: dict[str, str] = {}  # @leader / @follower -> the services they were
@@ -91,6 +92,10 @@ class _Run:
 
     def name(self, service: str) -> str:
         return self.resolved.get(service, service)
+
+    def _journal_mark(self, event: tl.Event) -> None:
+        """Timeline events go to the journal too: a run killed on a hang shows how far it got."""
+        self.journal.write("mark", t_s=round(event.t, 3), what=event.event, detail=event.detail)
 
     def _outage_writer(self) -> bool:
         return self.scenario.writer is not None and self.scenario.writer.during == "outage"
@@ -208,18 +213,22 @@ class _Run:
         if verifier is None:
             raise CheckFailed(f"no verifier {step.verifier!r} (known: {', '.join(VERIFIERS)})")
         step = step.model_copy(update={"service": self.name(step.service)})
-        deadline = asyncio.get_running_loop().time() + within_s(step)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s(step)
         last = ""
         while True:
-            try:
-                detail = await verifier(self.ctx, step, self.state)
+            try:  # one attempt may not outlast the step: a frozen server never answers
+                async with asyncio.timeout(max(VERIFY_ATTEMPT_MIN, deadline - loop.time())):
+                    detail = await verifier(self.ctx, step, self.state)
                 self.timeline.mark(f"verified {step.verifier}", detail)
                 return
             except CheckFailed as exc:
                 last = str(exc)
+            except TimeoutError:
+                last = "no answer in time"
             except Exception as exc:  # noqa: BLE001 - a service still recovering: try again
                 last = explain(exc)
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > deadline:
                 raise CheckFailed(
                     f"verify {step.verifier} on {step.service} within {step.within}: {last}"
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ class Event:
 class Timeline:
     started: float = field(default_factory=time.monotonic)
     events: list[Event] = field(default_factory=list)
+    on_mark: Callable[[Event], None] | None = None  # the run's journal: how far a run got
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -58,6 +60,8 @@ class Timeline:
         found = Event(self.now() if at is None else at, event, detail)
         self.events.append(found)
         self.events.sort(key=lambda e: e.t)
+        if self.on_mark is not None:
+            self.on_mark(found)
         return found
 
     def first(self, event: str) -> Event | None:
