@@ -68,6 +68,7 @@ from stackprobe.services.consul import ConsulClient
 from stackprobe.services.grafana import GrafanaClient, trace_datasource, trace_through
 from stackprobe.services.prometheus import PrometheusAPI
 from stackprobe.services.tracestore import StoredSpan, TraceStore
+from stackprobe.threads import in_thread
 from stackprobe.urls import with_credentials
 
 T = TypeVar("T")
@@ -766,8 +767,8 @@ class _Flow:
         if self._shut:
             return
         self._shut = True
-        await asyncio.to_thread(self.provider.force_flush, FLUSH_TIMEOUT_MS)
-        await asyncio.to_thread(self.provider.shutdown)
+        await in_thread(self.provider.force_flush, FLUSH_TIMEOUT_MS)
+        await in_thread(self.provider.shutdown)
 
     async def _cleanup(self) -> None:
         for what in self.created:

@@ -131,6 +131,9 @@ def test_every_scenario_passes_on_the_ha_sandbox_with_its_figures(
         tails = {p.name: p.read_text().splitlines()[-12:] for p in sorted(journals(ha) - before)}
         pytest.fail(f"{exc}\njournals: {json.dumps(tails, indent=1)}")
     assert "[7/7] scenario " in res.stderr, res.stderr  # one line per scenario off a terminal
+    (journal,) = journals(ha) - before  # one per run: every timeline mark, as it happened
+    marks = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sum(m.get("what") == "steady state verified again" for m in marks) == len(SEVEN)
     doc = json.loads(report.read_text())
     results = by_check(doc)
     assert res.code == 0, {n: (r["outcome"], r["message"]) for n, r in results.items()}

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from stackprobe.check import CheckContext, CheckSkipped
 from stackprobe.explain import explain
+from stackprobe.threads import in_thread
 
 READ_BACK_TIMEOUT = 30.0
 SPAN_DELIVERY_TIMEOUT = 60.0  # spans sent during an outage arrive after the retries
@@ -157,7 +158,7 @@ class SpanWrites:
             self.trace_of[i] = format(span.get_span_context().trace_id, "032x")
 
     async def kept(self, acknowledged: list[int]) -> set[int]:
-        await asyncio.to_thread(self.provider.force_flush, int(SPAN_DELIVERY_TIMEOUT * 1000))
+        await in_thread(self.provider.force_flush, int(SPAN_DELIVERY_TIMEOUT * 1000))
         # a span is acknowledged when its batch's export succeeded, not when it was created
         acked = [i for i in acknowledged if self.trace_of.get(i) in self.acked]
         acknowledged[:] = acked
@@ -177,7 +178,7 @@ class SpanWrites:
         return found
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.provider.shutdown)
+        await in_thread(self.provider.shutdown)
 
 
 class _Acknowledging(SpanExporter):

@@ -4,11 +4,11 @@ until it took effect (gone, frozen, ready again)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from stackprobe.check import CheckContext, CheckSkipped, ProcessHandle
 from stackprobe.resilience.model import Fault
+from stackprobe.threads import in_thread
 
 
 class ProcessInjector:
@@ -32,7 +32,7 @@ class ProcessInjector:
             "restart": proc.restart,
         }
         pid = _pid(proc)
-        took = await asyncio.to_thread(actions[fault.action])
+        took = await in_thread(actions[fault.action])
         what = {"kill": "kill -9", "freeze": "SIGSTOP", "thaw": "SIGCONT"}.get(
             fault.action, fault.action
         )
