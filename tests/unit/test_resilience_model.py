@@ -140,3 +140,28 @@ def test_a_journal_without_its_end_lists_the_faults_not_remedied(tmp_path: Path)
     done.end([])
     (left,) = unfinished(tmp_path)
     assert left.path == killed.path and [f["action"] for f in left.faults] == ["latency"]
+
+
+def test_a_verifier_that_never_answers_fails_its_step_within_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One attempt cannot outlast the step's `within` (a check verifier's own timeout is longer,
+    a frozen server never answers): the step fails saying so, not at the scenario's timeout."""
+    import asyncio
+
+    from stackprobe.check import CheckFailed
+    from stackprobe.resilience import engine
+    from stackprobe.resilience.verify import VERIFIERS
+
+    async def hangs(*_: object) -> str:
+        await asyncio.sleep(3600)
+        return "never"
+
+    monkeypatch.setitem(VERIFIERS, "hangs", hangs)
+    run = object.__new__(engine._Run)  # only what _verify reads: no services needed
+    run.resolved, run.state, run.ctx, run.timeline = {}, {}, None, tl.Timeline()  # type: ignore[assignment]
+    step = Verify(action="verify", verifier="hangs", service="cache", within="0.2s")
+    with pytest.raises(
+        CheckFailed, match=r"^verify hangs on cache within 0.2s: no answer in time$"
+    ):
+        asyncio.run(asyncio.wait_for(run._verify(step), engine.VERIFY_ATTEMPT_MIN + 2))
